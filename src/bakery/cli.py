@@ -1,0 +1,151 @@
+"""The command line: thin wrappers over the pipeline. Artifacts go to stdout
+or -o; every message goes to stderr. Config and usage errors exit 2, runtime
+failures 1, never with a traceback."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import BakeryError, ConfigError, UsageError
+
+CONFIG_HELP = "Config file (default: ./bakery.yaml)."
+
+
+def parse_memory(value):
+    """'2G', '512M' or a number of MiB -> MiB."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*([MmGg])?i?[Bb]?\s*", str(value))
+    if not match:
+        raise UsageError(f"--memory: expected a size such as 512M or 2G, got {value!r}")
+    number, unit = int(match.group(1)), (match.group(2) or "M").upper()
+    mib = number * 1024 if unit == "G" else number
+    if mib < 256:
+        raise UsageError(f"--memory: {mib} MiB is too small for a server (at least 256M)")
+    return mib
+
+
+def _common(func):
+    func = click.option("-c", "--config", "config", default="bakery.yaml", show_default=True, type=click.Path(dir_okay=False, path_type=Path), help=CONFIG_HELP)(func)
+    func = click.option("--target", "-t", "target", default="generic", show_default=True, help="Where the server runs; see `bakery targets`.")(func)
+    func = click.option("--memory", "memory", default=None, help="Memory of the machine (e.g. 2G) when it differs from the target's default.")(func)
+    func = click.option("--secrets", "secrets", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Secrets file (default: <config>.secrets.yaml beside the config).")(func)
+    return func
+
+
+def _render(config, target, memory, secrets):
+    from .pipeline import render_config
+    from .targets import get_target
+
+    tgt = get_target(target)
+    rendered = render_config(config, tgt, memory_mib=parse_memory(memory), secrets_path=secrets)
+    for note in rendered.plan.notes:
+        click.echo(f"bakery: {note}", err=True)
+    return rendered
+
+
+def _write(output, data: bytes):
+    if output is None:
+        stream = click.get_binary_stream("stdout")
+        stream.write(data)
+        stream.flush()
+    else:
+        from .fsutil import atomic_write
+
+        atomic_write(output, data, mode=0o600)
+        click.echo(f"bakery: wrote {output} ({len(data)} bytes, mode 0600)", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bakery-firstboot", prog_name="bakery")
+def cli():
+    """Turn bakery.yaml into everything a new server needs to configure itself
+    on first boot: cloud-init user-data, NoCloud seeds, Packer templates and
+    Raspberry Pi SD images."""
+
+
+@cli.command()
+@_common
+@click.option("--format", "fmt", type=click.Choice(["yaml", "mime", "gzip-base64"]), default="yaml", show_default=True, help="yaml: #cloud-config text; mime: multipart; gzip-base64: compressed, for APIs and forms that take it.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here (atomically, mode 0600) instead of stdout.")
+def render(config, target, memory, secrets, fmt, output):
+    """Render cloud-init user-data for TARGET."""
+    from .cloudconfig import check_size, emit
+
+    rendered = _render(config, target, memory, secrets)
+    data, size = emit(rendered.cloud_config, fmt)
+    check_size(size, fmt, rendered.plan.target)
+    _write(output, data)
+
+
+@cli.command()
+@_common
+def validate(config, target, memory, secrets):
+    """Check the config, the target's limits, and (when cloud-init is installed
+    here) cloud-init's own schema for the rendered output."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from .cloudconfig import check_size, emit
+
+    rendered = _render(config, target, memory, secrets)
+    data, size = emit(rendered.cloud_config, "yaml")
+    check_size(size, "yaml", rendered.plan.target)
+    click.echo(f"{config}: config valid for target {target} ({size} bytes of user-data, limit {rendered.plan.target.userdata_limit})", err=True)
+    if shutil.which("cloud-init"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "user-data"
+            path.write_bytes(data)
+            result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BakeryError("cloud-init schema rejected the rendered user-data:\n" + (result.stderr or result.stdout).strip())
+        click.echo("cloud-init schema: valid", err=True)
+    else:
+        click.echo("cloud-init schema: not checked (cloud-init is not installed on this machine)", err=True)
+
+
+@cli.command()
+def targets():
+    """List the targets and their defaults."""
+    from .targets import TARGETS
+
+    rows = [("TARGET", "DISTRO", "ADMIN", "USER-DATA LIMIT", "MEMORY", "GZIP")]
+    for t in TARGETS.values():
+        rows.append((t.name, t.distro, t.admin_user, f"{t.userdata_limit} B", f"{t.memory_mib} MiB", "yes" if t.gzip else "no"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="bakery", standalone_mode=False)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        n = len(exc.problems)
+        click.echo(f"bakery: {n} problem{'s' if n != 1 else ''} in the config", err=True)
+        sys.exit(2)
+    except BakeryError as exc:
+        click.echo(f"bakery: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("bakery: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Assembling the step fragments into one cloud-config (plain data) and
+emitting it as text: #cloud-config YAML, MIME multipart, or gzip+base64.
+YAML is only ever produced by yaml.safe_dump, never by templating."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+
+import yaml
+
+from .errors import BakeryError
+
+FORMATS = ("yaml", "mime", "gzip-base64")
+
+# Keys in the order a reader expects them; anything else follows.
+_KEY_ORDER = (
+    "hostname", "fqdn", "prefer_fqdn_over_hostname", "manage_etc_hosts", "timezone",
+    "users", "disable_root", "ssh_pwauth", "ca_certs", "apt", "package_update", "packages",
+    "swap", "write_files", "runcmd", "final_message",
+)
+_LIST_KEYS = {"users", "packages", "write_files", "runcmd", "bootcmd"}
+
+
+def assemble(plan, steps=None) -> dict:
+    """Merge the fragments of every step into one cloud-config dict."""
+    if steps is None:
+        from .steps import STEPS as steps
+    merged: dict = {}
+    for step in steps:
+        for key, value in step.build(plan).items():
+            if key in _LIST_KEYS:
+                merged.setdefault(key, []).extend(value)
+            elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+                _merge_dict(merged[key], value)
+            elif key in merged and merged[key] != value:
+                raise AssertionError(f"steps disagree on {key!r}")
+            else:
+                merged[key] = value
+    ordered = {k: merged[k] for k in _KEY_ORDER if k in merged}
+    ordered.update({k: v for k, v in merged.items() if k not in ordered})
+    return ordered
+
+
+def _merge_dict(into: dict, other: dict) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge_dict(into[key], value)
+        else:
+            into[key] = value
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (file contents) as literal blocks, readable in a form."""
+
+
+def _str_representer(dumper, data: str):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def to_yaml(cloud_config: dict) -> str:
+    body = yaml.dump(cloud_config, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=4096)
+    return "#cloud-config\n" + body
+
+
+def to_mime(text: str) -> bytes:
+    """A multipart/mixed message with one text/cloud-config part."""
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+
+    # A boundary derived from the content keeps the output deterministic.
+    boundary = "===============" + hashlib.sha256(text.encode()).hexdigest()[:20] + "=="
+    message = MIMEMultipart(boundary=boundary)
+    part = MIMEText(text, "cloud-config", "utf-8")
+    part.add_header("Content-Disposition", "attachment", filename="cloud-config.yaml")
+    message.attach(part)
+    return message.as_bytes()
+
+
+def to_gzip(data: bytes) -> bytes:
+    # mtime=0 so the same input always compresses to the same bytes.
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def emit(cloud_config: dict, fmt: str = "yaml") -> tuple[bytes, int]:
+    """Return (artifact bytes, size the provider counts against its limit)."""
+    text = to_yaml(cloud_config)
+    if fmt == "yaml":
+        data = text.encode("utf-8")
+        return data, len(data)
+    if fmt == "mime":
+        data = to_mime(text)
+        return data, len(data)
+    if fmt == "gzip-base64":
+        packed = to_gzip(text.encode("utf-8"))
+        return base64.b64encode(packed) + b"\n", len(packed)
+    raise BakeryError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def check_size(size: int, fmt: str, target) -> None:
+    if size <= target.userdata_limit:
+        return
+    hint = ""
+    if fmt != "gzip-base64" and target.gzip:
+        hint = f"; try --format gzip-base64 ({target.name} accepts compressed user-data)"
+    elif fmt != "gzip-base64":
+        hint = f"; {target.name} does not accept compressed user-data: remove packages or commands, or bake an image with `bakery packer`"
+    raise BakeryError(f"rendered user-data is {size} bytes, over {target.name}'s limit of {target.userdata_limit} bytes{hint}")

@@ -1,0 +1,366 @@
+"""Resolving a validated config into a plan: every default filled in from the
+target preset, distro facts and the secrets store, and every cross-field
+rule checked. Steps read only the plan, never the raw config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+from urllib.parse import quote
+
+from . import keys as sshkeys
+from .errors import ConfigError, Problem
+from .loader import Document
+from .secrets_store import SecretStore
+from .targets import Target
+
+ELASTICSEARCH_MIN_MIB = 2048  # the tutorial's rule: Elasticsearch needs more than 2 GB
+
+
+@dataclass
+class Admin:
+    name: str
+    keys: list
+    import_ids: list
+    shell: str
+    key_source: str  # where the keys came from, for the stderr note
+
+
+@dataclass
+class Wifi:
+    ssid: str
+    psk: Optional[str]  # 64 hex digits derived from the passphrase, or None (open network)
+    country: Optional[str]
+    hidden: bool
+
+
+@dataclass
+class Database:
+    engine: str  # mysql | postgresql | sqlite | none
+    name: str
+    user: str
+    password: str
+    charset: str
+    collation: str
+    path: Optional[str]  # sqlite file, absolute
+    url: str
+
+
+@dataclass
+class App:
+    name: str
+    repo: str
+    ref: str
+    user: str
+    user_is_admin: bool
+    home: str
+    dir: str  # checkout
+    venv: str
+    module: str
+    requirements: str
+    pip_packages: list
+    environment: dict  # exported in ~/.profile
+    dotenv: dict  # the full .env, bakery's values first
+    setup: list
+    migrate: list
+    static_dir: Optional[str]  # absolute path on the server
+    static_url: str
+    port: int
+    bind: str  # gunicorn --bind
+    workers: int
+
+
+@dataclass
+class Web:
+    nginx: bool
+    server_name: str
+    tls: str  # self-signed | letsencrypt | none
+    email: Optional[str]
+    cert_days: int
+    cert_bits: int
+    cert_file: str
+    key_file: str
+
+
+@dataclass
+class Mail:
+    enabled: bool
+    domain: str
+    dkim_selector: Optional[str]
+    dkim_public_key: Optional[str]
+
+
+@dataclass
+class Plan:
+    target: Target
+    memory_mib: int
+    cpus: int
+    admin: Admin
+    hostname: Optional[str]
+    fqdn: Optional[str]
+    domain: Optional[str]
+    timezone: Optional[str]
+    locale: Optional[str]
+    keyboard: Optional[str]
+    password_authentication: bool
+    permit_root_login: bool
+    firewall: bool
+    open_ports: list  # ufw rule arguments such as "22/tcp"
+    extra_packages: list
+    swap_size: Optional[str]  # e.g. "1G", or None
+    apt_proxy: Optional[str]
+    pip_index_url: Optional[str]
+    ca_certs: list  # PEM texts
+    wifi: Optional[Wifi]
+    database: Optional[Database]
+    app: Optional[App]
+    web: Optional[Web]
+    mail: Mail
+    elasticsearch: bool
+    notes: list = field(default_factory=list)  # said on stderr, never in the artifact
+
+
+def _get(data: dict, *path, default=None):
+    node = data
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def default_workers(memory_mib: int, cpus: int) -> int:
+    """gunicorn's 2*CPU+1, capped so that workers (~100 MiB each) leave room
+    for the database and the system on small machines."""
+    by_cpu = 2 * cpus + 1
+    by_memory = max(1, (memory_mib - 384) // 160)
+    return max(1, min(by_cpu, by_memory))
+
+
+def wpa_psk(ssid: str, passphrase: str) -> str:
+    """The WPA2 pre-shared key wpa_passphrase derives (PBKDF2-HMAC-SHA1, 4096 rounds)."""
+    return hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
+
+
+def _repo_name(url: str) -> str:
+    name = re.split(r"[/:]", url.rstrip("/"))[-1]
+    name = re.sub(r"\.git$", "", name).lower()
+    name = re.sub(r"[^a-z0-9_-]", "-", name).strip("-_") or "app"
+    return name if name[0].isalpha() else "app-" + name
+
+
+def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Optional[int] = None,
+            home: Optional[Path] = None) -> Plan:
+    """Build the plan for ``target``; raise ConfigError listing every problem."""
+    data = doc.data
+    problems: list[Problem] = []
+    notes: list[str] = []
+    memory = memory_mib or target.memory_mib
+
+    admin = _resolve_admin(doc, target, home, problems, notes)
+
+    password_auth = bool(_get(data, "ssh", "password_authentication", default=False))
+    domain = _get(data, "host", "domain")
+    hostname = _get(data, "host", "hostname")
+    fqdn = f"{hostname}.{domain}" if hostname and domain else None
+
+    app = None
+    database = None
+    web = None
+    app_data = _get(data, "app")
+    nginx_default = target.nginx
+    nginx = bool(_get(data, "web", "nginx", default=nginx_default))
+    if app_data is not None:
+        name = app_data.get("name") or _repo_name(app_data["repo"])
+        app_user = app_data.get("user") or admin.name
+        if app_user == "root":
+            problems.append(doc.problem(("app", "user"), "the app must not run as root; leave app.user out to use the admin user, or name an unprivileged user"))
+        home_dir = f"/home/{app_user}"
+        app_dir = f"{home_dir}/{name}"
+        database = _resolve_database(doc, target, name, app_dir, secrets, problems)
+        workers = app_data.get("workers") or target.workers or default_workers(memory, target.cpus)
+        port = int(app_data.get("port", 8000))
+        static = app_data.get("static")
+        dotenv = {"SECRET_KEY": secrets.get(f"{name}.secret_key")}
+        if database and database.engine != "none":
+            dotenv["DATABASE_URL"] = database.url
+        mail_on = bool(_get(data, "mail", "enabled", default=True))
+        if mail_on:
+            dotenv.update({"MAIL_SERVER": "localhost", "MAIL_PORT": "25"})
+        if _get(data, "search", "elasticsearch", default=False):
+            dotenv["ELASTICSEARCH_URL"] = "http://localhost:9200"
+        for key, value in (app_data.get("dotenv") or {}).items():
+            dotenv[key] = _text(value)
+        app = App(
+            name=name, repo=app_data["repo"], ref=app_data.get("ref", "main"), user=app_user,
+            user_is_admin=app_user == admin.name, home=home_dir, dir=app_dir, venv=f"{app_dir}/venv",
+            module=app_data.get("module") or f"{name.replace('-', '_')}:app",
+            requirements=app_data.get("requirements", "requirements.txt"),
+            pip_packages=list(app_data.get("pip_packages") or ["gunicorn"]),
+            environment={k: _text(v) for k, v in (app_data.get("environment") or {}).items()},
+            dotenv=dotenv, setup=list(app_data.get("setup") or []), migrate=list(app_data.get("migrate") or []),
+            static_dir=f"{app_dir}/{static.strip('/')}" if static else None,
+            static_url=app_data.get("static_url", "/static").rstrip("/") or "/static",
+            port=port, bind=f"127.0.0.1:{port}" if nginx else f"0.0.0.0:{port}", workers=workers,
+        )
+        if not any(p.split("[")[0].split("=")[0].split("<")[0].split(">")[0].lower() == "gunicorn" for p in app.pip_packages):
+            app.pip_packages.insert(0, "gunicorn")
+        tls = _get(data, "web", "tls", default="self-signed")
+        server_name = _get(data, "web", "domain") or fqdn or domain
+        email = _get(data, "web", "email")
+        if nginx and tls == "letsencrypt":
+            if not server_name:
+                problems.append(doc.problem(("web", "tls"), "letsencrypt needs a domain name; set web.domain (or host.domain) to a name whose DNS points at the server"))
+            if not email:
+                problems.append(doc.problem(("web", "tls"), "letsencrypt needs a contact address; set web.email"))
+        web = Web(nginx=nginx, server_name=server_name or "_", tls=tls if nginx else "none", email=email,
+                  cert_days=int(_get(data, "web", "cert_days", default=365)), cert_bits=int(_get(data, "web", "cert_bits", default=4096)),
+                  cert_file=f"/etc/ssl/bakery/{name}.crt", key_file=f"/etc/ssl/bakery/{name}.key")
+    elif _get(data, "database") or _get(data, "web"):
+        section = "database" if _get(data, "database") else "web"
+        problems.append(doc.problem((section,), f"the {section} section needs an app section (with at least app.repo)"))
+
+    firewall = bool(_get(data, "firewall", "enabled", default=True))
+    ports = ["22/tcp"]
+    if app and nginx:
+        ports += ["80/tcp", "443/tcp"]
+    elif app:
+        ports.append(f"{app.port}/tcp")
+    else:
+        ports += ["80/tcp", "443/tcp"]
+    if _get(data, "search", "elasticsearch", default=False) and memory < ELASTICSEARCH_MIN_MIB:
+        problems.append(doc.problem(("search", "elasticsearch"),
+                        f"Elasticsearch needs more than 2 GiB of memory and target '{target.name}' has {memory} MiB; "
+                        "turn search off, or pass --memory 4G if the machine is bigger"))
+
+    swap_conf = _get(data, "swap", default="auto")
+    if swap_conf is False:
+        swap_size = None
+    elif swap_conf == "auto":
+        swap_size = "1G" if memory <= 1024 else None
+    else:
+        swap_size = swap_conf
+
+    ca_certs = []
+    for i, item in enumerate(_get(data, "network", "ca_certs", default=[]) or []):
+        path = sshkeys.resolve_key_path(item, doc.base_dir)
+        try:
+            pem = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(doc.problem(("network", "ca_certs", i), f"cannot read CA certificate {path}: {getattr(exc, 'strerror', None) or exc}"))
+            continue
+        if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
+            problems.append(doc.problem(("network", "ca_certs", i), f"{path} is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)"))
+            continue
+        ca_certs.append(pem.strip() + "\n")
+
+    wifi = None
+    wifi_data = _get(data, "network", "wifi")
+    if wifi_data:
+        password = wifi_data.get("password")
+        wifi = Wifi(ssid=wifi_data["ssid"], psk=wpa_psk(wifi_data["ssid"], password) if password else None,
+                    country=wifi_data.get("country"), hidden=bool(wifi_data.get("hidden", False)))
+        if not wifi.country:
+            problems.append(doc.problem(("network", "wifi"), "Wi-Fi needs a country (regulatory domain), e.g. country: GB; without it the radio stays off on a Raspberry Pi"))
+
+    mail_domain = _get(data, "mail", "domain") or domain or fqdn or (hostname or "localhost")
+    dkim_key = _get(data, "mail", "dkim_public_key")
+    if dkim_key and not re.fullmatch(r"[A-Za-z0-9+/=\s]+", dkim_key):
+        key_path = sshkeys.resolve_key_path(dkim_key, doc.base_dir)
+        try:
+            dkim_key = _pem_body(key_path.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            problems.append(doc.problem(("mail", "dkim_public_key"), f"expected the base64 public key or a readable PEM public key file: {exc}"))
+            dkim_key = None
+    mail = Mail(enabled=bool(_get(data, "mail", "enabled", default=True)), domain=mail_domain,
+                dkim_selector=_get(data, "mail", "dkim_selector"), dkim_public_key=dkim_key)
+
+    if problems:
+        raise ConfigError(problems)
+    return Plan(
+        target=target, memory_mib=memory, cpus=target.cpus, admin=admin,
+        hostname=hostname, fqdn=fqdn, domain=domain,
+        timezone=_get(data, "host", "timezone"), locale=_get(data, "host", "locale"), keyboard=_get(data, "host", "keyboard"),
+        password_authentication=password_auth, permit_root_login=bool(_get(data, "ssh", "permit_root_login", default=False)),
+        firewall=firewall, open_ports=ports, extra_packages=list(_get(data, "packages", default=[]) or []),
+        swap_size=swap_size, apt_proxy=_get(data, "network", "apt_proxy"), pip_index_url=_get(data, "network", "pip_index_url"),
+        ca_certs=ca_certs, wifi=wifi, database=database, app=app, web=web, mail=mail,
+        elasticsearch=bool(_get(data, "search", "elasticsearch", default=False)), notes=notes,
+    )
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _pem_body(pem: str) -> str:
+    lines = [ln.strip() for ln in pem.splitlines() if ln.strip() and not ln.startswith("-----")]
+    if not lines or "PRIVATE" in pem:
+        raise ValueError("not a PEM public key")
+    return "".join(lines)
+
+
+def _resolve_admin(doc: Document, target: Target, home, problems: list, notes: list) -> Admin:
+    data = doc.data
+    name = _get(data, "admin", "name") or target.admin_user
+    import_ids = list(_get(data, "admin", "ssh_import_id", default=[]) or [])
+    found = []
+    sources = []
+    for i, item in enumerate(_get(data, "admin", "ssh_keys", default=[]) or []):
+        try:
+            if sshkeys.is_key_path(item):
+                path = sshkeys.resolve_key_path(item, doc.base_dir)
+                found.append(sshkeys.read_key_file(path))
+                sources.append(str(path))
+            else:
+                found.append(sshkeys.check_public_key(item))
+                sources.append("bakery.yaml")
+        except sshkeys.KeyProblem as exc:
+            problems.append(doc.problem(("admin", "ssh_keys", i), str(exc)))
+    source = ", ".join(dict.fromkeys(sources))
+    if not found and not import_ids and not problems:
+        default = sshkeys.default_workstation_key(home)
+        if default is not None:
+            try:
+                found.append(sshkeys.read_key_file(default))
+                source = str(default)
+                notes.append(f"using SSH public key {default} for user {name}")
+            except sshkeys.KeyProblem as exc:
+                problems.append(doc.problem(("admin", "ssh_keys"), str(exc)))
+        else:
+            problems.append(doc.problem(("admin",),
+                "no SSH public key: the admin could not log in (password login is off and the password is locked). "
+                "Create a key with: ssh-keygen -t ed25519   (bakery then uses ~/.ssh/id_ed25519.pub), "
+                "or list keys under admin.ssh_keys, or set admin.ssh_import_id (e.g. gh:yourname)"))
+    return Admin(name=name, keys=found, import_ids=import_ids, shell=_get(data, "admin", "shell", default="/bin/bash"), key_source=source)
+
+
+def _resolve_database(doc, target: Target, app_name: str, app_dir: str, secrets: SecretStore, problems) -> Database:
+    data = doc.data
+    engine = _get(data, "database", "engine", default=target.database)
+    ident = re.sub(r"[^A-Za-z0-9_]", "_", app_name)
+    name = _get(data, "database", "name", default=ident)
+    user = _get(data, "database", "user", default=ident)
+    password = secrets.get(f"{app_name}.database_password") if engine in ("mysql", "postgresql") else ""
+    charset = _get(data, "database", "charset", default="utf8mb4")
+    collation = _get(data, "database", "collation", default="utf8mb4_bin")
+    if engine == "mysql" and not collation.startswith(charset + "_"):
+        problems.append(doc.problem(("database", "collation"), f"collation '{collation}' does not belong to character set '{charset}' (expected {charset}_...)"))
+    path = None
+    if engine == "sqlite":
+        rel = _get(data, "database", "path", default=f"{app_name}.db")
+        path = rel if rel.startswith("/") else f"{app_dir}/{rel}"
+        url = f"sqlite:///{path}"
+    elif engine == "mysql":
+        url = f"mysql+pymysql://{user}:{quote(password, safe='')}@localhost:3306/{name}?charset={charset}"
+    elif engine == "postgresql":
+        url = f"postgresql://{user}:{quote(password, safe='')}@localhost:5432/{name}"
+    else:
+        url = ""
+    return Database(engine=engine, name=name, user=user, password=password, charset=charset, collation=collation, path=path, url=url)

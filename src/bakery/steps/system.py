@@ -1,0 +1,39 @@
+"""Machine-wide settings cloud-init has modules for: host name, time zone,
+swap, trusted CAs, apt and pip mirrors/proxies, and the final message."""
+
+from __future__ import annotations
+
+PIP_CONF = "/etc/pip.conf"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def build(plan) -> dict:
+    out: dict = {}
+    if plan.hostname:
+        out["hostname"] = plan.hostname
+        if plan.fqdn:
+            out["fqdn"] = plan.fqdn
+        out["prefer_fqdn_over_hostname"] = False
+    # Without this every sudo prints "unable to resolve host" after a rename.
+    out["manage_etc_hosts"] = True
+    if plan.timezone:
+        out["timezone"] = plan.timezone
+    if plan.swap_size:
+        out["swap"] = {"filename": "/swapfile", "size": plan.swap_size, "maxsize": plan.swap_size}
+    if plan.ca_certs:
+        out["ca_certs"] = {"trusted": list(plan.ca_certs)}
+    pip_lines = []
+    if plan.pip_index_url:
+        pip_lines.append(f"index-url = {plan.pip_index_url}")
+    if plan.ca_certs:
+        # pip inside a venv may carry its own CA bundle; point it at the system
+        # store, which now includes the extra CAs.
+        pip_lines.append(f"cert = {SYSTEM_CA_BUNDLE}")
+    if pip_lines:
+        out["write_files"] = [{"path": PIP_CONF, "owner": "root:root", "permissions": "0644",
+                               "content": "[global]\n" + "\n".join(pip_lines) + "\n"}]
+    if plan.apt_proxy:
+        out.setdefault("apt", {})["proxy"] = plan.apt_proxy
+    name = plan.fqdn or plan.hostname or "the server"
+    out["final_message"] = f"bakery: {name} is ready after $UPTIME seconds (cloud-init $VERSION)."
+    return out

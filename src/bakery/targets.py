@@ -1,0 +1,68 @@
+"""Targets are data: one row per place a server can run. Adding a provider is
+adding a row here.
+
+User-data size limits, as documented by each provider (bytes of the user-data
+as submitted):
+- DigitalOcean: 64 KiB, plain text ("User data is limited to 64 KiB",
+  docs.digitalocean.com/products/droplets/how-to/provide-user-data/).
+- Amazon EC2: 16 KB before base64 encoding (docs.aws.amazon.com, "Run commands
+  when you launch an EC2 instance with user data input"); cloud-init on the
+  instance accepts gzip-compressed user-data.
+- Lightsail: launch scripts go through the same EC2 user-data path; the
+  16 KB EC2 limit is assumed (not documented separately).
+- Hetzner Cloud: 32 KiB (docs.hetzner.cloud, "user_data ... max 32KiB").
+- Linode (Akamai) Metadata: user data is sent base64-encoded and limited to
+  64 KiB of encoded data (techdocs.akamai.com, "Add user data"); bakery
+  budgets the raw size so its base64 form fits: 49,152 bytes.
+- vagrant, generic, raspberry-pi: read from a local seed, no provider limit;
+  bakery keeps a generous 1 MiB guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    distro: str  # default image family, e.g. "ubuntu-24.04"
+    admin_user: str
+    userdata_limit: int  # bytes
+    memory_mib: int
+    cpus: int
+    gzip: bool  # provider passes compressed user-data through to cloud-init
+    nginx: bool = True
+    database: str = "mysql"
+    workers: Optional[int] = None  # fixed gunicorn worker count, else sized
+    raspberry_pi: bool = False
+
+
+_MIB = 1024 * 1024
+
+TARGETS: dict[str, Target] = {t.name: t for t in [
+    Target("digitalocean", "DigitalOcean Droplet", "ubuntu-24.04", "ubuntu", 64 * 1024, 1024, 1, gzip=False),
+    Target("linode", "Linode (Akamai) instance", "ubuntu-24.04", "ubuntu", 49_152, 1024, 1, gzip=False),
+    Target("lightsail", "Amazon Lightsail instance", "ubuntu-24.04", "ubuntu", 16_384, 512, 1, gzip=True),
+    Target("ec2", "Amazon EC2 instance", "ubuntu-24.04", "ubuntu", 16_384, 1024, 2, gzip=True),
+    Target("hetzner", "Hetzner Cloud server", "ubuntu-24.04", "ubuntu", 32 * 1024, 2048, 1, gzip=False),
+    Target("vagrant", "local Vagrant VM (1 GiB, 192.168.33.10)", "ubuntu-24.04", "ubuntu", _MIB, 1024, 1, gzip=True),
+    Target("generic", "any cloud-init machine (NoCloud seed, QEMU, Proxmox)", "debian-12", "ubuntu", _MIB, 1024, 1, gzip=True),
+    Target("raspberry-pi", "Raspberry Pi (Raspberry Pi OS or Ubuntu with cloud-init)", "raspios-trixie", "pi", _MIB, 1024, 4,
+           gzip=False, nginx=False, database="sqlite", workers=1, raspberry_pi=True),
+]}
+
+
+def get_target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, TARGETS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"unknown target '{name}'{hint} Known targets: {', '.join(TARGETS)}")

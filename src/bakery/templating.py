@@ -1,0 +1,114 @@
+"""The Jinja2 environment for the files the server receives (cloudinit/*.j2).
+
+Each output context has exactly one escape, exposed as a filter: templates
+never paste a config value into shell, SQL, nginx, supervisor or .env text
+without it. Undefined names are errors, and nothing is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from functools import lru_cache
+
+from .resources import data_path
+
+
+class UnsafeValue(ValueError):
+    """A value cannot be represented safely in the requested context."""
+
+
+def shell_quote(value) -> str:
+    """One shell word, whatever the value contains."""
+    return shlex.quote(str(value))
+
+
+def mysql_string(value) -> str:
+    """A MySQL/MariaDB string literal (default sql_mode: backslash escapes)."""
+    text = str(value)
+    if "\x00" in text:
+        raise UnsafeValue("NUL byte in SQL string")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def mysql_ident(value) -> str:
+    text = str(value)
+    if not re.fullmatch(r"[A-Za-z0-9_]+", text):
+        raise UnsafeValue(f"not a safe SQL identifier: {text!r}")
+    return "`" + text + "`"
+
+
+def pg_string(value) -> str:
+    """A PostgreSQL string literal (standard_conforming_strings on)."""
+    text = str(value)
+    if "\x00" in text:
+        raise UnsafeValue("NUL byte in SQL string")
+    return "'" + text.replace("'", "''") + "'"
+
+
+def pg_ident(value) -> str:
+    text = str(value)
+    if not re.fullmatch(r"[A-Za-z0-9_]+", text):
+        raise UnsafeValue(f"not a safe SQL identifier: {text!r}")
+    return '"' + text + '"'
+
+
+def dotenv_value(value) -> str:
+    """A python-dotenv value: single quotes, so no ${} interpolation happens."""
+    text = str(value)
+    if "\n" in text or "\r" in text or "\x00" in text:
+        raise UnsafeValue(".env values cannot contain line breaks")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_NGINX_SAFE = re.compile(r"[A-Za-z0-9_./:*~-]+")
+
+
+def nginx_value(value) -> str:
+    """A bare nginx token; values outside the safe set are refused (the schema
+    restricts names and paths to it, so this only guards the templates)."""
+    text = str(value)
+    if not _NGINX_SAFE.fullmatch(text):
+        raise UnsafeValue(f"not a safe nginx value: {text!r}")
+    return text
+
+
+def supervisor_value(value) -> str:
+    """A value in a supervisor .conf (ConfigParser: '%' is interpolation)."""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise UnsafeValue("supervisor values cannot contain line breaks")
+    return text.replace("%", "%%")
+
+
+FILTERS = {
+    "sh": shell_quote,
+    "mysql_str": mysql_string,
+    "mysql_ident": mysql_ident,
+    "pg_str": pg_string,
+    "pg_ident": pg_ident,
+    "dotenv": dotenv_value,
+    "nginx": nginx_value,
+    "supervisor": supervisor_value,
+}
+
+
+@lru_cache(maxsize=1)
+def environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_path("cloudinit"))),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def render(template: str, **context) -> str:
+    """Render ``cloudinit/<template>`` with ``context``."""
+    return environment().get_template(template).render(**context)
