@@ -1,0 +1,11 @@
+# Modern Packer (1.7 and later) installs the digitalocean plugin with `packer init .`.
+# Kept apart from the template because Packer 1.6.6, whose builders are built in,
+# cannot parse this block.
+packer {
+  required_plugins {
+    digitalocean = {
+      source  = "github.com/digitalocean/digitalocean"
+      version = ">= 1.0.0"
+    }
+  }
+}

@@ -1,0 +1,49 @@
+#!/bin/sh
+# Runs last on the machine being baked. Removes everything that must differ
+# between servers started from the image, so that their first boot creates it
+# afresh: cloud-init state (the next boot runs as a new instance, with its own
+# user-data), SSH host keys, machine id, logs and shell history. The baked
+# user-data itself (it holds secrets) goes with the cloud-init state.
+set -eu
+
+if [ "$(id -u)" -ne 0 ]; then
+    # sudo resets the environment: carry over the one variable this script reads.
+    exec sudo -n env "PACKER_SSH_PUBLIC_KEY=${PACKER_SSH_PUBLIC_KEY:-}" sh "$0" "$@"
+fi
+
+cloud-init clean --logs
+
+rm -f /etc/ssh/ssh_host_*
+
+# An empty machine-id (not a missing one) makes systemd generate a new id on the
+# next boot without treating it as a first boot of an unprovisioned system.
+truncate -s 0 /etc/machine-id
+# Debian links dbus's id to /etc/machine-id; a copied file would keep the old id.
+if [ -e /var/lib/dbus/machine-id ] || [ -L /var/lib/dbus/machine-id ]; then
+    rm -f /var/lib/dbus/machine-id
+    ln -s /etc/machine-id /var/lib/dbus/machine-id
+fi
+
+# Packer's temporary key must not open every server made from the image.
+if [ -n "${PACKER_SSH_PUBLIC_KEY:-}" ]; then
+    key_body="$(printf '%s\n' "$PACKER_SSH_PUBLIC_KEY" | awk '{print $2}')"
+    for keys in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do
+        if [ -f "$keys" ] && [ -n "$key_body" ]; then
+            grep -vF -- "$key_body" "$keys" > "$keys.tmp" || true
+            cat "$keys.tmp" > "$keys"
+            rm -f "$keys.tmp"
+        fi
+    done
+fi
+
+if command -v journalctl > /dev/null 2>&1; then
+    journalctl --rotate > /dev/null 2>&1 || true
+    journalctl --vacuum-time=1s > /dev/null 2>&1 || true
+fi
+find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -delete
+find /var/log -type f ! -path '/var/log/journal/*' -exec truncate -s 0 {} +
+
+rm -f /root/.bash_history /home/*/.bash_history
+rm -rf /tmp/* /var/tmp/*
+
+sync
