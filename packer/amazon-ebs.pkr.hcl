@@ -2,6 +2,10 @@
 # Canonical's Ubuntu AMI. Non-secret settings come from bakery.auto.pkrvars.hcl;
 # credentials only from the usual AWS environment (AWS_ACCESS_KEY_ID and
 # AWS_SECRET_ACCESS_KEY, or AWS_PROFILE), never from a file in this folder.
+# Packer logs in as the admin user that the user-data creates (ssh_username), with
+# the SSH key of bakery.yaml: from ssh_private_key_file, or from the running
+# ssh-agent when that is empty. The provider's key injection is not used, because
+# bakery's user-data defines its own users and keeps root out.
 
 variable "image_name" {
   type    = string
@@ -24,13 +28,17 @@ variable "source_ami_name" {
 }
 
 variable "ssh_username" {
-  type    = string
-  default = "ubuntu"
+  type = string
 }
 
 variable "ssh_port" {
   type    = number
   default = 22
+}
+
+variable "ssh_private_key_file" {
+  type    = string
+  default = ""
 }
 
 locals {
@@ -54,10 +62,12 @@ source "amazon-ebs" "bakery" {
     most_recent = true
   }
 
-  user_data_file = "${path.root}/user-data"
-  ssh_username   = var.ssh_username
-  ssh_port       = var.ssh_port
-  ssh_timeout    = "15m"
+  user_data_file       = "${path.root}/user-data"
+  ssh_username         = var.ssh_username
+  ssh_port             = var.ssh_port
+  ssh_timeout          = "15m"
+  ssh_private_key_file = var.ssh_private_key_file == "" ? null : var.ssh_private_key_file
+  ssh_agent_auth       = var.ssh_private_key_file == ""
 
   tags = {
     Name    = var.image_name

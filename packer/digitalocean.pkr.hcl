@@ -1,6 +1,10 @@
 # Bakes a bakery server into a DigitalOcean snapshot.
 # Non-secret settings come from bakery.auto.pkrvars.hcl; the API token only from
 # the DIGITALOCEAN_API_TOKEN environment variable.
+# Packer logs in as the admin user that the user-data creates (ssh_username), with
+# the SSH key of bakery.yaml: from ssh_private_key_file, or from the running
+# ssh-agent when that is empty. The provider's key injection is not used, because
+# bakery's user-data defines its own users and keeps root out.
 
 variable "api_token" {
   type      = string
@@ -33,13 +37,17 @@ variable "image" {
 }
 
 variable "ssh_username" {
-  type    = string
-  default = "root"
+  type = string
 }
 
 variable "ssh_port" {
   type    = number
   default = 22
+}
+
+variable "ssh_private_key_file" {
+  type    = string
+  default = ""
 }
 
 locals {
@@ -48,16 +56,18 @@ locals {
 }
 
 source "digitalocean" "bakery" {
-  api_token      = var.api_token
-  image          = var.image
-  region         = var.region
-  size           = var.size
-  snapshot_name  = "${var.image_name}-${local.stamp}"
-  droplet_name   = "${var.image_name}-bake-${local.stamp}"
-  user_data_file = "${path.root}/user-data"
-  ssh_username   = var.ssh_username
-  ssh_port       = var.ssh_port
-  ssh_timeout    = "15m"
+  api_token            = var.api_token
+  image                = var.image
+  region               = var.region
+  size                 = var.size
+  snapshot_name        = "${var.image_name}-${local.stamp}"
+  droplet_name         = "${var.image_name}-bake-${local.stamp}"
+  user_data_file       = "${path.root}/user-data"
+  ssh_username         = var.ssh_username
+  ssh_port             = var.ssh_port
+  ssh_timeout          = "15m"
+  ssh_private_key_file = var.ssh_private_key_file == "" ? null : var.ssh_private_key_file
+  ssh_agent_auth       = var.ssh_private_key_file == ""
 }
 
 build {

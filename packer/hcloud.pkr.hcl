@@ -1,6 +1,10 @@
 # Bakes a bakery server into a Hetzner Cloud snapshot.
 # Non-secret settings come from bakery.auto.pkrvars.hcl; the API token only from
 # the HCLOUD_TOKEN environment variable.
+# Packer logs in as the admin user that the user-data creates (ssh_username), with
+# the SSH key of bakery.yaml: from ssh_private_key_file, or from the running
+# ssh-agent when that is empty. The provider's key injection is not used, because
+# bakery's user-data defines its own users and keeps root out.
 
 variable "hcloud_token" {
   type      = string
@@ -33,8 +37,7 @@ variable "image" {
 }
 
 variable "ssh_username" {
-  type    = string
-  default = "root"
+  type = string
 }
 
 variable "ssh_port" {
@@ -42,21 +45,28 @@ variable "ssh_port" {
   default = 22
 }
 
+variable "ssh_private_key_file" {
+  type    = string
+  default = ""
+}
+
 locals {
   stamp = regex_replace(timestamp(), "[- TZ:]", "")
 }
 
 source "hcloud" "bakery" {
-  token          = var.hcloud_token
-  image          = var.image
-  location       = var.location
-  server_type    = var.server_type
-  server_name    = "${var.image_name}-bake-${local.stamp}"
-  snapshot_name  = "${var.image_name}-${local.stamp}"
-  user_data_file = "${path.root}/user-data"
-  ssh_username   = var.ssh_username
-  ssh_port       = var.ssh_port
-  ssh_timeout    = "15m"
+  token                = var.hcloud_token
+  image                = var.image
+  location             = var.location
+  server_type          = var.server_type
+  server_name          = "${var.image_name}-bake-${local.stamp}"
+  snapshot_name        = "${var.image_name}-${local.stamp}"
+  user_data_file       = "${path.root}/user-data"
+  ssh_username         = var.ssh_username
+  ssh_port             = var.ssh_port
+  ssh_timeout          = "15m"
+  ssh_private_key_file = var.ssh_private_key_file == "" ? null : var.ssh_private_key_file
+  ssh_agent_auth       = var.ssh_private_key_file == ""
 
   snapshot_labels = {
     builder = "bakery"

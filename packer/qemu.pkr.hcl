@@ -2,8 +2,9 @@
 # vagrant targets: boots a Debian or Ubuntu cloud image with a NoCloud `cidata`
 # CD holding user-data and meta-data, exactly like a seed ISO would.
 # Building needs qemu-system-x86_64 and xorriso or genisoimage (for the CD).
-# No credentials: Packer logs in as the admin user of bakery.yaml with a key from
-# ssh_private_key_file, or from the running ssh-agent when that is empty.
+# No credentials: Packer logs in as the admin user that the user-data creates
+# (ssh_username), with the SSH key of bakery.yaml: from ssh_private_key_file, or
+# from the running ssh-agent when that is empty.
 
 variable "image_name" {
   type    = string
