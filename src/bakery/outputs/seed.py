@@ -21,6 +21,7 @@ from typing import Mapping
 
 import yaml
 
+from bakery.errors import UsageError
 from bakery.fsutil import atomic_write
 
 VOLUME_LABEL = "cidata"
@@ -33,8 +34,8 @@ DEFAULT_EPOCH = 946684800  # 2000-01-01T00:00:00Z
 _SEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class SeedError(ValueError):
-    """The seed cannot be built from the files given."""
+class SeedError(UsageError):
+    """The seed cannot be built from the inputs given (exit 2)."""
 
 
 def meta_data(instance_id: str, hostname: str) -> bytes:

@@ -1,0 +1,261 @@
+"""Packer output: a ready-to-build folder that bakes a bakery server into a
+reusable image (a DigitalOcean or Hetzner snapshot, an AMI, a qcow2 disk).
+
+Owns the target -> builder mapping, the variables file (and its HCL string
+quoting: the one escape for HCL string literals), and the folder's README.
+The templates themselves live in ``packer/`` and are copied unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+from bakery.errors import UsageError
+from bakery.fsutil import atomic_write
+from bakery.outputs.seed import meta_data
+from bakery.resources import data_path
+
+VARS_FILE = "bakery.auto.pkrvars.hcl"
+SCRIPTS = ("wait-for-cloud-init.sh", "clean-image.sh")
+
+Value = Union[str, int, bool]
+
+
+@dataclass(frozen=True)
+class Builder:
+    name: str  # Packer builder type, also the template's file name
+    plugin: str  # plugin name for modern Packer's `packer init`
+    credentials: Optional[str]  # what the build reads from the environment
+    image_kind: str
+
+
+BUILDERS: dict[str, Builder] = {
+    b.name: b
+    for b in [
+        Builder("digitalocean", "digitalocean", "DIGITALOCEAN_API_TOKEN", "DigitalOcean snapshot"),
+        Builder("amazon-ebs", "amazon", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)", "Amazon Machine Image (AMI)"),
+        Builder("hcloud", "hcloud", "HCLOUD_TOKEN", "Hetzner Cloud snapshot"),
+        Builder("qemu", "qemu", None, "qcow2 disk image"),
+    ]
+}
+
+TARGET_BUILDERS = {
+    "digitalocean": "digitalocean",
+    "ec2": "amazon-ebs",
+    "lightsail": "amazon-ebs",
+    "hetzner": "hcloud",
+    "generic": "qemu",
+    "vagrant": "qemu",
+}
+
+NO_BUILDER = {
+    "linode": (
+        "Packer has no built-in Linode builder (Debian's Packer 1.6.6 cannot build for Linode). "
+        "Render the user-data with `bakery render --target linode` and pass it as Linode metadata, "
+        "or write a template for the `linode` plugin (github.com/linode/linode, Packer 1.7 or later)."
+    ),
+    "raspberry-pi": (
+        "a Raspberry Pi is not baked with Packer: write an SD card image with `bakery sdimage` instead."
+    ),
+}
+
+# Secrets never go to a file in the Packer folder: each template reads them
+# from the environment (env() in the variable's default).
+SECRET_VARIABLES = {"api_token", "hcloud_token"}
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_VARIABLE_BLOCK = re.compile(r'^variable "([^"]+)" \{\n(.*?)^\}', re.M | re.S)
+
+
+def builder_for(target: str) -> Builder:
+    """The Packer builder that bakes ``target``; UsageError when there is none."""
+    if target in NO_BUILDER:
+        raise UsageError(f"no Packer template for target '{target}': {NO_BUILDER[target]}")
+    try:
+        return BUILDERS[TARGET_BUILDERS[target]]
+    except KeyError:
+        known = ", ".join(TARGET_BUILDERS)
+        raise UsageError(f"no Packer template for target '{target}'; Packer targets: {known}") from None
+
+
+def hcl_string(value: str) -> str:
+    """``value`` as an HCL2 quoted string literal that reads back unchanged.
+
+    Control characters other than newline, carriage return and tab are refused:
+    no configuration value needs them, and they would hide in a file people read.
+    """
+    out = []
+    for ch in value:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            raise UsageError(f"a Packer variable cannot hold the control character U+{ord(ch):04X}")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    # "${" and "%{" open template sequences inside HCL strings; "$${" and "%%{"
+    # are their literal forms.
+    text = text.replace("${", "$${").replace("%{", "%%{")
+    return f'"{text}"'
+
+
+def hcl_value(value: Value) -> str:
+    """An HCL literal for a variables file: string, whole number or boolean."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return hcl_string(value)
+    raise UsageError(f"a Packer variable must be a string, a whole number or a boolean, not {type(value).__name__}")
+
+
+def render_vars_file(variables: Mapping[str, Value]) -> str:
+    """The ``*.auto.pkrvars.hcl`` text, formatted the way ``packer fmt`` wants it
+    (equal signs aligned), in a stable order."""
+    lines = ["# Non-secret settings for this build, written by bakery.", ""]
+    if variables:
+        width = max(len(name) for name in variables)
+        for name in sorted(variables):
+            if not _NAME.match(name):
+                raise UsageError(f"invalid Packer variable name {name!r}")
+            lines.append(f"{name.ljust(width)} = {hcl_value(variables[name])}")
+    return "\n".join(lines) + "\n"
+
+
+def declared_variables(template: str) -> dict[str, bool]:
+    """Variable name -> whether it has a default, read from a template we ship."""
+    return {name: bool(re.search(r"^\s*default\s*=", body, re.M)) for name, body in _VARIABLE_BLOCK.findall(template)}
+
+
+def write_packer_dir(
+    out_dir: Path,
+    target: str,
+    user_data: bytes,
+    variables: Mapping[str, Value],
+    *,
+    hostname: str = "bakery-image",
+) -> list[Path]:
+    """Write a Packer folder for ``target`` into ``out_dir``; return the paths written.
+
+    ``variables`` are the non-secret template variables (``ssh_username`` is
+    required; ``region``, ``size``, ``image``... as the template declares them).
+    ``hostname`` goes to the NoCloud meta-data of the qemu builder's CD.
+    """
+    builder = builder_for(target)
+    if not user_data:
+        raise UsageError("the user-data to bake is empty")
+    source = data_path("packer")
+    template_name = f"{builder.name}.pkr.hcl"
+    template = (source / template_name).read_text(encoding="utf-8")
+    _check_variables(builder, template, variables)
+
+    files: list[tuple[str, bytes, int]] = [
+        (template_name, template.encode("utf-8"), 0o644),
+        ("plugins.pkr.hcl", (source / "plugins" / template_name).read_bytes(), 0o644),
+    ]
+    for script in SCRIPTS:
+        files.append((f"scripts/{script}", (source / "scripts" / script).read_bytes(), 0o755))
+    # user-data carries the server's secrets.
+    files.append(("user-data", bytes(user_data), 0o600))
+    if builder.name == "qemu":
+        files.append(("meta-data", meta_data("bakery-image-build", hostname), 0o600))
+    files.append((VARS_FILE, render_vars_file(variables).encode("utf-8"), 0o644))
+    files.append(("README.md", _readme(target, builder, template_name).encode("utf-8"), 0o644))
+
+    out_dir = Path(out_dir)
+    # `packer build .` loads every template in the folder: one left from an
+    # earlier run for another builder would be built too.
+    for other in BUILDERS:
+        stale = out_dir / f"{other}.pkr.hcl"
+        if other != builder.name and stale.is_file():
+            stale.unlink()
+
+    written = []
+    for name, data, mode in files:
+        path = out_dir / name
+        atomic_write(path, data, mode=mode)
+        written.append(path)
+    return written
+
+
+def _check_variables(builder: Builder, template: str, variables: Mapping[str, Value]) -> None:
+    declared = declared_variables(template)
+    for name in variables:
+        if name in SECRET_VARIABLES:
+            raise UsageError(
+                f"Packer variable '{name}' is a secret: it is read from {builder.credentials} "
+                "in the environment, never written to a file"
+            )
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UsageError(
+                f"the {builder.name} template has no variable '{name}'{hint} "
+                f"Its variables: {', '.join(sorted(set(declared) - SECRET_VARIABLES))}"
+            )
+    missing = sorted(name for name, has_default in declared.items() if not has_default and name not in variables)
+    if missing:
+        raise UsageError(f"the {builder.name} template needs a value for: {', '.join(missing)}")
+    for name, value in variables.items():
+        hcl_value(value)  # refuse what HCL cannot hold before anything is written
+
+
+def _readme(target: str, builder: Builder, template_name: str) -> str:
+    if builder.credentials:
+        credentials = f"It reads the credentials from the environment: {builder.credentials}."
+    else:
+        credentials = "It needs no cloud credentials; it runs QEMU on this machine (with xorriso or genisoimage for the seed CD)."
+    lines = [
+        f"# Packer build: {target} ({builder.image_kind})",
+        "",
+        f"Bakes the server described by the rendered `user-data` into a {builder.image_kind}.",
+        credentials,
+        "Packer logs in as `ssh_username` with the SSH key of your config: load it into",
+        "ssh-agent (`ssh-add`) or set `ssh_private_key_file` in `" + VARS_FILE + "`.",
+        "",
+        "Build (Packer 1.7 or later; `packer init` installs the plugin named in `plugins.pkr.hcl`):",
+        "",
+        "```sh",
+        "packer init .",
+        "packer build .",
+        "```",
+        "",
+        "With Packer 1.6 (builders built in, no `packer init`), build the template by name:",
+        "",
+        "```sh",
+        f"packer build -var-file={VARS_FILE} {template_name}",
+        "```",
+        "",
+        "The build waits for cloud-init to finish and stops if cloud-init reported an error.",
+        "It then removes cloud-init's state, SSH host keys, the machine id and the logs, so every",
+        "server started from the image creates its own on first boot: start servers with their",
+        "own per-instance user-data.",
+        "",
+        "`user-data` holds the server's secrets (mode 0600): do not commit this folder.",
+    ]
+    if builder.name == "qemu":
+        lines += [
+            "",
+            "`source_image_checksum` must be set in `" + VARS_FILE + "` (\"sha512:<hex>\"), for",
+            "example the line for the image in the SHA512SUMS file published beside it.",
+        ]
+    if target == "lightsail":
+        lines += [
+            "",
+            "Lightsail cannot start instances from an AMI: this builds an EC2 image. For Lightsail,",
+            "paste the user-data as the instance's launch script instead.",
+        ]
+    return "\n".join(lines) + "\n"
