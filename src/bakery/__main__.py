@@ -1,0 +1,5 @@
+"""python -m bakery"""
+
+from .cli import main
+
+main()
