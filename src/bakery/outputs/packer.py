@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -100,7 +101,7 @@ def hcl_string(value: str) -> str:
             out.append("\\r")
         elif ch == "\t":
             out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+        elif unicodedata.category(ch) == "Cc":
             raise UsageError(f"a Packer variable cannot hold the control character U+{ord(ch):04X}")
         else:
             out.append(ch)
