@@ -122,6 +122,98 @@ def targets():
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
+@cli.command()
+@_common
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The ISO to write (mode 0600).")
+def seed(config, target, memory, secrets, output):
+    """Write a NoCloud seed ISO (volume cidata) for QEMU, VirtualBox, Proxmox."""
+    from .cloudconfig import check_size, emit
+    from .outputs.nocloud import seed_files
+    from .outputs.seed import write_seed_iso
+
+    rendered = _render(config, target, memory, secrets)
+    data, size = emit(rendered.cloud_config, "yaml")
+    check_size(size, "yaml", rendered.plan.target)
+    write_seed_iso(output, seed_files(rendered.plan, data))
+    click.echo(f"bakery: wrote {output} (NoCloud seed, volume cidata)", err=True)
+
+
+@cli.command()
+@_common
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the Packer files.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A non-secret template variable (region, size, ...); repeatable.")
+def packer(config, target, memory, secrets, out_dir, variables):
+    """Write a ready-to-build Packer folder that bakes the server into an image."""
+    from .cloudconfig import emit
+    from .outputs.packer import write_packer_dir
+
+    values = {"ssh_username": None}
+    for item in variables:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--var expects NAME=VALUE, got {item!r}")
+        values[name] = value
+    rendered = _render(config, target, memory, secrets)
+    values["ssh_username"] = values["ssh_username"] or rendered.plan.admin.name
+    data, _ = emit(rendered.cloud_config, "yaml")
+    written = write_packer_dir(out_dir, target, data, values, hostname=rendered.plan.hostname or "bakery-image")
+    click.echo(f"bakery: wrote {len(written)} files to {out_dir}; see {out_dir / 'README.md'}", err=True)
+
+
+@cli.command("sd-image")
+@click.option("-c", "--config", "config", default="bakery.yaml", show_default=True, type=click.Path(dir_okay=False, path_type=Path), help=CONFIG_HELP)
+@click.option("--target", "-t", "target", default="raspberry-pi", show_default=True, help="Normally raspberry-pi.")
+@click.option("--memory", "memory", default=None, help="Memory of the board (e.g. 4G); default 1G.")
+@click.option("--secrets", "secrets", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Secrets file.")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Raspberry Pi OS / Ubuntu image (.img or .img.xz).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the baked copy here.")
+@click.option("--in-place", is_flag=True, help="Bake --image itself instead of a copy.")
+@click.option("--boot-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="The boot partition of a card already flashed and mounted.")
+def sd_image(config, target, memory, secrets, image, output, in_place, boot_dir):
+    """Write the first-boot files onto a Raspberry Pi image's boot partition,
+    without root, loop devices or mounts."""
+    import uuid
+
+    from .cloudconfig import check_size, emit
+    from .outputs import sdimage
+    from .outputs.nocloud import seed_files
+
+    if boot_dir is not None and (image is not None or output is not None or in_place):
+        raise UsageError("--boot-dir stands alone: do not combine it with --image, -o or --in-place")
+    if boot_dir is None and image is None:
+        raise UsageError("give --image IMG with -o OUT or --in-place, or --boot-dir DIR")
+    if image is not None and not in_place and output is None:
+        raise UsageError("give -o OUT for a baked copy, or --in-place to change the image itself")
+    if in_place and output is not None:
+        raise UsageError("--in-place and -o exclude each other")
+    rendered = _render(config, target, memory, secrets)
+    data, size = emit(rendered.cloud_config, "yaml")
+    check_size(size, "yaml", rendered.plan.target)
+    # A new instance id on every bake: a re-baked card runs first boot again.
+    files = seed_files(rendered.plan, data, instance=f"bakery-{uuid.uuid4().hex[:16]}")
+    instance = files["meta-data"].decode().split("instance-id:", 1)[1].split()[0]
+
+    def files_for(kind):
+        if not kind.has_cloud_init:
+            raise sdimage.ImageError(
+                f"this image ({kind.value}) has no cloud-init, so it cannot read bakery's user-data. "
+                "Use a Raspberry Pi OS image with cloud-init (Trixie releases from late 2025 on) "
+                "or Ubuntu Server for Raspberry Pi.")
+        return files
+
+    def cmdline_edit(cmdline, kind):
+        if kind is sdimage.BootKind.RPIOS_CLOUD_INIT:
+            return sdimage.set_cmdline_params(cmdline, [sdimage.nocloud_param(instance)])
+        return cmdline
+
+    if boot_dir is not None:
+        report = sdimage.bake_boot_dir(boot_dir, files_for, cmdline_edit)
+    else:
+        report = sdimage.bake_image(image, output, in_place=in_place, files_for=files_for,
+                                    cmdline_edit=cmdline_edit, progress=sys.stderr.isatty())
+    click.echo(f"bakery: {report.summary()}", err=True)
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="bakery", standalone_mode=False)

@@ -3,12 +3,14 @@ password, and root kept out."""
 
 from __future__ import annotations
 
+from . import raspberry_pi
+
 
 def build(plan) -> dict:
     admin = plan.admin
     user = {
         "name": admin.name,
-        "groups": ["sudo", "adm"],
+        "groups": ["sudo", "adm"] + (raspberry_pi.PI_GROUPS if plan.target.raspberry_pi else []),
         "sudo": "ALL=(ALL) NOPASSWD:ALL",
         "shell": admin.shell,
         "lock_passwd": True,
