@@ -1,0 +1,1 @@
+"""Packaging the rendered user-data: seed ISO, Packer folder, SD-card image."""
