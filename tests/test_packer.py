@@ -243,3 +243,62 @@ def test_rendered_example_bakes(target, tmp_path, workstation):
     assert (folder / "user-data").read_bytes() == user_data.read_bytes()
     check = validate(folder, target)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# --- the Vagrantfile --------------------------------------------------------
+
+def test_vagrantfile_syntax():
+    result = subprocess.run([require_tool("ruby"), "-c", str(REPO / "Vagrantfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Syntax OK" in result.stdout
+
+
+def run_vagrantfile(folder, *args, experimental: str | None = None) -> subprocess.CompletedProcess:
+    # Plain Ruby runs the Vagrantfile's checks, which come before Vagrant itself
+    # is needed; ARGV stands for the vagrant command line.
+    env = {k: v for k, v in os.environ.items() if k != "VAGRANT_EXPERIMENTAL"}
+    if experimental is not None:
+        env["VAGRANT_EXPERIMENTAL"] = experimental
+    return subprocess.run([require_tool("ruby"), "Vagrantfile", *args], cwd=folder, env=env, capture_output=True, text=True)
+
+
+def test_vagrantfile_finds_rendered_user_data(tmp_path, workstation):
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    (folder / "Vagrantfile").write_bytes((REPO / "Vagrantfile").read_bytes())
+
+    missing = run_vagrantfile(folder, "up")
+    assert missing.returncode == 1
+    assert f"{folder}/build/vagrant/user-data is missing" in missing.stderr
+    assert "bakery render --target vagrant -o build/vagrant/user-data" in missing.stderr
+    # Commands that do not boot the machine still work without user-data.
+    assert "is missing" not in run_vagrantfile(folder, "destroy", "-f").stderr
+
+    result = run_bakery(["render", "-c", EXAMPLE, "--target", "vagrant", "-o", folder / "build" / "vagrant" / "user-data",
+                         "--secrets", tmp_path / "s.yaml"], home=workstation, cwd=folder)
+    assert result.returncode == 0, result.stderr.decode()
+
+    no_flag = run_vagrantfile(folder, "up")
+    assert 'VAGRANT_EXPERIMENTAL="cloud_init,disks" vagrant up' in no_flag.stderr
+    assert "experimental" in run_vagrantfile(folder, "up", experimental="cloud_init").stderr
+
+    # Every check passed: the next thing the file needs is Vagrant itself.
+    ready = run_vagrantfile(folder, "up", experimental="disks,cloud_init")
+    assert "uninitialized constant Vagrant" in ready.stderr
+    assert "bakery:" not in ready.stderr
+
+
+def test_vagrantfile_refuses_non_cloud_config(tmp_path):
+    (tmp_path / "Vagrantfile").write_bytes((REPO / "Vagrantfile").read_bytes())
+    (tmp_path / "build" / "vagrant").mkdir(parents=True)
+    (tmp_path / "build" / "vagrant" / "user-data").write_bytes(b"Content-Type: multipart/mixed\n")
+    result = run_vagrantfile(tmp_path, "up", experimental="1")
+    assert "does not start with #cloud-config" in result.stderr
+
+
+def test_vagrantfile_matches_the_vagrant_target():
+    from bakery.targets import TARGETS
+
+    text = (REPO / "Vagrantfile").read_text()
+    assert f"MEMORY_MIB = {TARGETS['vagrant'].memory_mib}" in text
+    assert 'PRIVATE_IP = "192.168.33.10"' in text
