@@ -68,6 +68,14 @@ NO_BUILDER = {
 # from the environment (env() in the variable's default).
 SECRET_VARIABLES = {"api_token", "hcloud_token"}
 
+VARIABLE_HINTS = {
+    "source_image_checksum": (
+        "the cloud image's digest as sha512:<hex>, from the SHA512SUMS file published beside "
+        "the image (pin a dated image with source_image_url: the latest one changes)"
+    ),
+    "ssh_username": "the admin user the user-data creates, whom Packer logs in as",
+}
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _VARIABLE_BLOCK = re.compile(r'^variable "([^"]+)" \{\n(.*?)^\}', re.M | re.S)
 
@@ -209,7 +217,8 @@ def _check_variables(builder: Builder, template: str, variables: Mapping[str, Va
             )
     missing = sorted(name for name, has_default in declared.items() if not has_default and name not in variables)
     if missing:
-        raise UsageError(f"the {builder.name} template needs a value for: {', '.join(missing)}")
+        hints = "".join(f"\n  {name}: {VARIABLE_HINTS[name]}" for name in missing if name in VARIABLE_HINTS)
+        raise UsageError(f"the {builder.name} template needs a value for: {', '.join(missing)}{hints}")
     for name, value in variables.items():
         hcl_value(value)  # refuse what HCL cannot hold before anything is written
 
@@ -242,8 +251,9 @@ def _readme(target: str, builder: Builder, template_name: str) -> str:
         "",
         "The build waits for cloud-init to finish and stops if cloud-init reported an error.",
         "It then removes cloud-init's state, SSH host keys, the machine id and the logs, so every",
-        "server started from the image creates its own on first boot: start servers with their",
-        "own per-instance user-data.",
+        "server started from the image is a new cloud-init instance that creates its own. Start",
+        "servers with the same rendered user-data: the first-boot steps find the work done.",
+        "Files made from the secrets store (.env, database password) are in the image: keep it private.",
         "",
         "`user-data` holds the server's secrets (mode 0600): do not commit this folder.",
     ]
