@@ -195,6 +195,9 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
             dotenv["ELASTICSEARCH_URL"] = "http://localhost:9200"
         for key, value in (app_data.get("dotenv") or {}).items():
             dotenv[key] = _text(value)
+            # python-dotenv cannot read a quoted value that spans lines or ends in a backslash.
+            if re.search(r"[\r\n\x00]|\\$", dotenv[key]):
+                problems.append(doc.problem(("app", "dotenv", key), "a .env value cannot contain a line break or end with a backslash"))
         app = App(
             name=name, repo=app_data["repo"], ref=app_data.get("ref", "main"), user=app_user,
             user_is_admin=app_user == admin.name, home=home_dir, dir=app_dir, venv=f"{app_dir}/venv",

@@ -5,12 +5,15 @@ cloudinit/first-boot.sh.j2 and started once by runcmd."""
 from __future__ import annotations
 
 from ..templating import render
+from .layout import paths
+from .web import certificate_name
 
 SCRIPT = "/usr/local/lib/bakery/first-boot.sh"
 
 
 def first_boot_script(plan) -> str:
-    return render("first-boot.sh.j2", plan=plan)
+    cert_name = certificate_name(plan) if plan.web else None
+    return render("first-boot.sh.j2", plan=plan, paths=paths(plan), cert_name=cert_name)
 
 
 def build(plan) -> dict:

@@ -1,0 +1,33 @@
+"""Where bakery puts things on the server. One place, so the step modules,
+the first-boot script and the update command agree on every path."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+ETC_DIR = "/etc/bakery"  # root-only copies of files that carry secrets
+LOG_DIR = "/var/log/bakery"
+WEBROOT = "/var/www/letsencrypt"  # ACME http-01 challenges
+LIB_DIR = "/usr/local/lib/bakery"
+
+
+def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
+    """Server paths for ``plan``'s app. Tests pass other ``etc``/``log_dir``
+    to run the rendered scripts inside a temporary root."""
+    name = plan.app.name if plan.app else "app"
+    return SimpleNamespace(
+        etc=etc,
+        log_dir=log_dir,
+        webroot=WEBROOT,
+        update=f"/usr/local/bin/{name}-update",
+        dotenv=f"{etc}/{name}.env",
+        profile=f"{etc}/{name}.profile",
+        db_sql=f"{etc}/{name}-db.sql",
+        es_conf=f"{etc}/elasticsearch.yml",
+        supervisor_conf=f"/etc/supervisor/conf.d/{name}.conf",
+        supervisor_log_dir="/var/log/supervisor",
+        nginx_site=f"/etc/nginx/sites-available/{name}",
+        nginx_log_dir="/var/log/nginx",
+        letsencrypt=f"{LIB_DIR}/{name}-letsencrypt.sh",
+        letsencrypt_unit=f"bakery-letsencrypt-{name}",
+    )

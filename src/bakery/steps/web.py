@@ -1,0 +1,43 @@
+"""nginx in front of gunicorn, with TLS (MISSION steps 18-19): the site file
+and, for Let's Encrypt, the script and systemd timer that keep trying until
+a certificate is issued. The self-signed certificate is made on the server
+by the first-boot script, so its key never travels in user-data."""
+
+from __future__ import annotations
+
+from ..templating import render
+from .layout import paths
+
+
+def certificate_name(plan) -> str:
+    if plan.web.server_name != "_":
+        return plan.web.server_name
+    return plan.fqdn or plan.hostname or "localhost"
+
+
+def nginx_site(plan, log_dir: str | None = None) -> str:
+    where = paths(plan)
+    return render("nginx-site.conf.j2", plan=plan, webroot=where.webroot, log_dir=log_dir or where.nginx_log_dir)
+
+
+def letsencrypt_files(plan) -> list:
+    where = paths(plan)
+    unit = where.letsencrypt_unit
+    return [
+        {"path": where.letsencrypt, "owner": "root:root", "permissions": "0755",
+         "content": render("letsencrypt.sh.j2", plan=plan, webroot=where.webroot, unit=unit)},
+        {"path": f"/etc/systemd/system/{unit}.service", "owner": "root:root", "permissions": "0644",
+         "content": render("letsencrypt.service.j2", plan=plan, script=where.letsencrypt)},
+        {"path": f"/etc/systemd/system/{unit}.timer", "owner": "root:root", "permissions": "0644",
+         "content": render("letsencrypt.timer.j2", plan=plan)},
+    ]
+
+
+def build(plan) -> dict:
+    if plan.app is None or plan.web is None or not plan.web.nginx:
+        return {}
+    files = [{"path": paths(plan).nginx_site, "owner": "root:root", "permissions": "0644",
+              "content": nginx_site(plan), "defer": True}]
+    if plan.web.tls == "letsencrypt":
+        files += letsencrypt_files(plan)
+    return {"write_files": files}

@@ -1,0 +1,260 @@
+"""The app stack's server files, checked by the tools that will read them:
+nginx -t, shellcheck, supervisor's own config parser, sshd -t, python-dotenv
+and bash. Property tests feed arbitrary text into every context."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bakery.dns import dns_records, format_records
+from bakery.steps import app as app_step
+from bakery.steps import database, firstboot, ssh, web
+from bakery.templating import render
+
+from stack_helpers import MICROBLOG_APP, make_plan, require_tool
+
+VARIANTS = {
+    "microblog-mysql": dict(),
+    "postgresql-letsencrypt": dict(database={"engine": "postgresql"},
+                                   web={"tls": "letsencrypt", "domain": "blog.example.com", "email": "ops@example.com"},
+                                   host={"hostname": "web", "domain": "example.com"}),
+    "sqlite-no-nginx": dict(database={"engine": "sqlite", "path": "/var/lib/microblog/app.db"}, web={"nginx": False},
+                            mail={"enabled": False}),
+    "separate-user-http-only": dict(app=dict(MICROBLOG_APP, user="microblog", static=None), web={"tls": "none"}),
+    "search": dict(search={"elasticsearch": True}),
+}
+
+
+def variant_plan(tmp_path, name):
+    sections = dict(VARIANTS[name])
+    if isinstance(sections.get("app"), dict):
+        sections["app"] = {k: v for k, v in sections["app"].items() if v is not None}
+    return make_plan(tmp_path, memory_mib=4096 if name == "search" else None, **sections)
+
+
+def all_scripts(plan) -> dict:
+    scripts = {"first-boot.sh": firstboot.first_boot_script(plan), "update.sh": app_step.update_script(plan)}
+    if plan.web.nginx and plan.web.tls == "letsencrypt":
+        le = web.letsencrypt_files(plan)[0]
+        scripts["letsencrypt.sh"] = le["content"]
+    scripts["profile.sh"] = "#!/bin/sh\n" + app_step.profile_block(plan)
+    return scripts
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_rendered_script_passes_shellcheck(tmp_path, variant):
+    require_tool("shellcheck")
+    plan = variant_plan(tmp_path, variant)
+    for name, text in all_scripts(plan).items():
+        path = tmp_path / name
+        path.write_text(text)
+        result = subprocess.run(["shellcheck", "--severity=style", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{variant}/{name}:\n{result.stdout}"
+        subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def throwaway_cert(tmp_path_factory):
+    require_tool("openssl")
+    folder = tmp_path_factory.mktemp("cert")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-days", "1", "-nodes", "-subj", "/CN=test",
+                    "-keyout", str(folder / "test.key"), "-out", str(folder / "test.crt")], check=True, capture_output=True)
+    return folder / "test.crt", folder / "test.key"
+
+
+@pytest.mark.parametrize("variant", ["microblog-mysql", "postgresql-letsencrypt", "separate-user-http-only"])
+def test_nginx_site_passes_nginx_t(tmp_path, variant, throwaway_cert):
+    nginx = require_tool("nginx")
+    plan = variant_plan(tmp_path, variant)
+    plan.web.cert_file, plan.web.key_file = map(str, throwaway_cert)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    site = tmp_path / "site.conf"
+    site.write_text(web.nginx_site(plan, log_dir=str(logs)))
+    main = tmp_path / "nginx.conf"
+    main.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {logs}/error.log;\nevents {{}}\n"
+                    f"http {{\n  access_log off;\n  include {site};\n}}\n")
+    result = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(main), "-e", str(logs / "error.log")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    text = site.read_text()
+    if plan.web.tls == "none":
+        assert "return 301" not in text and "listen 443" not in text
+    else:
+        assert "return 301 https://$host$request_uri;" in text
+        assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
+    for header in ("Host $host", "X-Real-IP $remote_addr", "X-Forwarded-For $proxy_add_x_forwarded_for",
+                   "X-Forwarded-Proto $scheme"):
+        assert f"proxy_set_header {header};" in text
+    assert "/.well-known/acme-challenge/" in text
+    assert f"{logs}/microblog_access.log" in text and f"{logs}/microblog_error.log" in text
+    if plan.app.static_dir:
+        assert f"location /static/ {{\n        alias {plan.app.static_dir}/;\n        expires 30d;" in text
+
+
+def test_no_nginx_means_gunicorn_listens_directly(tmp_path):
+    plan = variant_plan(tmp_path, "sqlite-no-nginx")
+    assert plan.app.bind == "0.0.0.0:8000"
+    assert web.build(plan) == {}
+    assert "nginx" not in firstboot.first_boot_script(plan)
+
+
+SUPERVISOR_PARSE = r"""
+import json, sys
+from supervisor.options import ServerOptions
+opts = ServerOptions()
+opts.configfile = sys.argv[1]
+opts.process_config(do_usage=False)
+out = {}
+for group in opts.process_group_configs:
+    for p in group.process_configs:
+        out[p.name] = dict(command=p.command, directory=p.directory, uid=p.uid, autostart=p.autostart,
+                           autorestart=str(p.autorestart), stopasgroup=p.stopasgroup, killasgroup=p.killasgroup,
+                           stdout=p.stdout_logfile, stderr=p.stderr_logfile, environment=p.environment)
+print(json.dumps(out))
+"""
+
+
+def test_supervisor_program_parses_with_supervisors_own_parser(tmp_path):
+    require_tool("supervisord")
+    import json
+    import pwd
+
+    plan = make_plan(tmp_path, app=dict(MICROBLOG_APP, workers=4))
+    # A user that exists here, so supervisor resolves it like on the server.
+    plan.app.user = pwd.getpwuid(0).pw_name
+    logs = tmp_path / "logs"
+    logs.mkdir()  # supervisor refuses log files in a folder that does not exist
+    program = tmp_path / "conf.d" / "microblog.conf"
+    program.parent.mkdir()
+    program.write_text(app_step.supervisor_program(plan, log_dir=str(logs)))
+    main = tmp_path / "supervisord.conf"
+    main.write_text(f"[supervisord]\nlogfile={tmp_path}/supervisord.log\npidfile={tmp_path}/s.pid\n"
+                    f"[include]\nfiles = {program.parent}/*.conf\n")
+    result = subprocess.run(["/usr/bin/python3", "-c", SUPERVISOR_PARSE, str(main)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    conf = json.loads(result.stdout)["microblog"]
+    assert conf["command"] == "/home/ubuntu/microblog/venv/bin/gunicorn -b 127.0.0.1:8000 -w 4 microblog:app"
+    assert conf["directory"] == "/home/ubuntu/microblog"
+    assert conf["uid"] == 0
+    assert conf["autostart"] is True and "RestartUnconditionally" in conf["autorestart"]
+    assert conf["stopasgroup"] is True and conf["killasgroup"] is True
+    assert conf["stdout"] == f"{logs}/microblog.log" and conf["stderr"] == f"{logs}/microblog-error.log"
+    assert conf["environment"] == {"HOME": "/home/ubuntu", "USER": "root"}
+
+
+def test_sshd_accepts_the_dropin(tmp_path):
+    sshd = require_tool("sshd")
+    require_tool("ssh-keygen")
+    plan = make_plan(tmp_path)
+    dropin = tmp_path / "10-bakery.conf"
+    dropin.write_text(ssh.sshd_dropin(plan))
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "hostkey")], check=True)
+    main = tmp_path / "sshd_config"
+    main.write_text(f"Include {dropin}\nHostKey {tmp_path}/hostkey\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd -t insists on its privilege separation directory
+    result = subprocess.run([sshd, "-t", "-f", str(main)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    effective = subprocess.run([sshd, "-T", "-f", str(main), "-C", "user=x,host=x,addr=127.0.0.1"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "permitrootlogin no" in effective and "passwordauthentication no" in effective
+
+
+def test_dotenv_and_profile_carry_the_plan(tmp_path):
+    plan = make_plan(tmp_path)
+    env_text = app_step.dotenv_file(plan)
+    from dotenv import dotenv_values
+
+    parsed = dotenv_values(stream=io.StringIO(env_text))
+    assert parsed["DATABASE_URL"].startswith("mysql+pymysql://microblog:")
+    assert set(parsed) >= {"SECRET_KEY", "DATABASE_URL", "MAIL_SERVER", "MAIL_PORT"}
+    assert app_step.profile_block(plan) == "# >>> bakery microblog >>>\nexport FLASK_APP=microblog.py\n# <<< bakery microblog <<<\n"
+
+
+def test_secret_files_are_root_only_and_server_files_deferred(tmp_path):
+    plan = variant_plan(tmp_path, "postgresql-letsencrypt")
+    files = {f["path"]: f for step in (database, app_step, web) for f in step.build(plan)["write_files"]}
+    assert files["/etc/bakery/microblog-db.sql"]["permissions"] == "0600"
+    assert files["/etc/bakery/microblog.env"]["permissions"] == "0600"
+    assert files["/etc/supervisor/conf.d/microblog.conf"]["defer"] is True
+    assert files["/etc/nginx/sites-available/microblog"]["defer"] is True
+    assert "/etc/systemd/system/bakery-letsencrypt-microblog.timer" in files
+
+
+# --- no value escapes its context -------------------------------------------
+
+text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+line = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\n\r"), max_size=40)
+# Prefixed, so no name is one of bash's own (_, PWD, SHLVL ...).
+names = st.from_regex(r"T_[A-Za-z0-9_]{0,10}", fullmatch=True)
+
+
+@pytest.fixture(scope="module")
+def base_plan(tmp_path_factory):
+    return make_plan(tmp_path_factory.mktemp("plan"))
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# The plan refuses values ending in a backslash (python-dotenv misreads them).
+@given(values=st.dictionaries(names, line.filter(lambda v: not v.endswith("\\")), max_size=5))
+def test_dotenv_values_round_trip_through_python_dotenv(base_plan, values):
+    from dotenv import dotenv_values
+
+    base_plan.app.dotenv = dict(values)
+    parsed = dotenv_values(stream=io.StringIO(render("dotenv.j2", plan=base_plan)))
+    assert dict(parsed) == values
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(names, text, max_size=4))
+def test_profile_exports_round_trip_through_bash(base_plan, values):
+    base_plan.app.environment = dict(values)
+    block = app_step.profile_block(base_plan)
+    keys = list(values)
+    probe = block + "".join(f'printf "%s\\0" "${{{k}}}"\n' for k in keys)
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, check=True).stdout
+    assert out.split(b"\0")[:-1] == [values[k].encode() for k in keys]
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(setup=st.lists(text.filter(bool), min_size=1, max_size=3), migrate=st.lists(text.filter(bool), max_size=2))
+def test_app_commands_reach_bash_c_as_one_exact_word(base_plan, setup, migrate):
+    base_plan.app.setup, base_plan.app.migrate = list(setup), list(migrate)
+    script = app_step.update_script(base_plan)
+    # The script's app_run calls (quoted words may span lines), with app_run
+    # printing its arguments instead of running them.
+    calls = script[script.index("\napp_run ") + 1:script.index("\nsupervisorctl reread")]
+    probe = "app_run() { printf '%s\\0' \"$#\" \"$1\"; }\n" + calls + "\n"
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, check=True).stdout.split(b"\0")[:-1]
+    expected = []
+    for cmd in list(migrate) + list(setup):
+        expected += [b"1", cmd.encode()]
+    assert out == expected
+
+
+def test_dns_records_for_the_mail_domain(tmp_path):
+    plan = make_plan(tmp_path, host={"hostname": "web", "domain": "example.com"},
+                     mail={"dkim_selector": "mail", "dkim_public_key": "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "Q" * 300})
+    records = dns_records(plan)
+    assert records[0] == ("example.com", "TXT", "v=spf1 a mx a:web.example.com -all")
+    assert records[1][0] == "mail._domainkey.example.com" and records[1][2].startswith("v=DKIM1; k=rsa; p=MIIB")
+    zone = format_records(records)
+    dkim_line = [ln for ln in zone.splitlines() if ln.startswith("mail._domainkey")][0]
+    # TXT strings longer than 255 characters are split, as DNS requires.
+    assert all(len(part) <= 255 for part in dkim_line.split('"')[1::2])
+    assert "".join(dkim_line.split('"')[1::2]) == records[1][2]
+
+
+def test_plan_refuses_dotenv_values_python_dotenv_cannot_read(tmp_path):
+    from bakery.errors import ConfigError
+
+    for bad in ("C:\\path\\", "two\nlines"):
+        with pytest.raises(ConfigError) as info:
+            make_plan(tmp_path, app=dict(MICROBLOG_APP, dotenv={"BAD": bad}))
+        assert "app.dotenv.BAD" in str(info.value.problems[0]) or "BAD" in str(info.value.problems[0])
