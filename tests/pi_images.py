@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from conftest import require_tool
 
 SECTOR = 512
 IMAGE_MIB = 64
@@ -40,17 +40,6 @@ STOCK_META_DATA = b"dsmode: local\ninstance_id: rpios-image\n"
 STOCK_USER_DATA = b"#cloud-config\n# commented-out examples\nssh_pwauth: false\n"
 STOCK_NETWORK_CONFIG = b"# netplan-compatible configuration\n#network:\n#  version: 2\n"
 UBUNTU_README = b"The Boot Partition\n\nThis file belongs to the boot partition of the Ubuntu Server for Raspberry Pi.\n"
-
-
-def require_tool(name: str) -> str:
-    """Path of ``name``; skip the test without it, or fail under CI=true."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        reason = f"{name} is not installed (Debian packages: mtools, dosfstools, fdisk, xz-utils)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
 
 
 def run(*command: str, **kwargs) -> subprocess.CompletedProcess:

@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import require_tool
 
+from bakery.errors import BakeryError
 from bakery.outputs.partitions import find_boot_partition
 from bakery.outputs.sdimage import (
     BootKind,
@@ -31,7 +33,6 @@ from pi_images import (
     fsck_boot,
     mdir_names,
     mtype,
-    require_tool,
     rpios_cloud_init_files,
     rpios_firstrun_files,
     run,
@@ -519,3 +520,22 @@ def test_boot_dir_refusals(tmp_path):
     with pytest.raises(ImageError, match="not a Raspberry Pi boot partition: it has no cmdline.txt or config.txt"):
         bake_boot_dir(other, cloud_files)
     assert os.listdir(other) == ["holiday.jpg"]
+
+
+def test_refusals_exit_2_and_failures_exit_1(tmp_path, monkeypatch):
+    error = ImageError("x")
+    assert isinstance(error, BakeryError) and error.exit_code == 2
+    image = build_image(tmp_path / "pi.img", rpios_cloud_init_files())
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(ImageError, match="mdir is not installed.*apt install mtools") as caught:
+        bake_image(image.path, None, in_place=True, files_for=cloud_files)
+    assert caught.value.exit_code == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only files")
+def test_refuses_in_place_on_a_read_only_image(tmp_path):
+    image = build_image(tmp_path / "pi.img", rpios_cloud_init_files())
+    image.path.chmod(0o444)
+    refuse("cannot bake .* in place: it is not writable", image.path, None, in_place=True)

@@ -52,6 +52,7 @@ from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 import click
 
+from bakery.errors import BakeryError
 from bakery.outputs.partitions import BootPartition, PartitionError, find_boot_partition
 
 __all__ = [
@@ -77,8 +78,20 @@ _ZERO_CHUNK = bytes(CHUNK)
 _FAT_FORBIDDEN = set('"*:<>?|\\/') | {chr(c) for c in range(32)}
 
 
-class ImageError(Exception):
-    """Baking is impossible; the message says what is wrong and what to do."""
+class ImageError(BakeryError):
+    """Baking is impossible; the message says what is wrong and what to do.
+
+    A refusal of what was given (wrong file, same input and output, a device)
+    exits 2 like any usage error; a failure while working (mtools, disk full)
+    is raised with ``exit_code=1``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class BootKind(enum.Enum):
@@ -261,12 +274,13 @@ class ImageBootFS:
         except FileNotFoundError:
             raise ImageError(
                 f"{tool} is not installed: bakery writes SD images with mtools "
-                "(Debian/Ubuntu: apt install mtools)"
+                "(Debian/Ubuntu: apt install mtools)", exit_code=1,
             ) from None
         if result.returncode != 0:
             detail = result.stderr.decode("utf-8", "replace").strip() or "no message"
             raise ImageError(
-                f"{tool} failed on the boot partition of {self.image} (exit {result.returncode}): {detail}"
+                f"{tool} failed on the boot partition of {self.image} (exit {result.returncode}): {detail}",
+                exit_code=1,
             )
         return result.stdout
 
@@ -293,7 +307,7 @@ class ImageBootFS:
         self._names = None
         for name, data in files.items():
             if self._run("mtype", f"::/{name}") != data:
-                raise ImageError(f"{name} reads back differently from what was written to {self.image}")
+                raise ImageError(f"{name} reads back differently from what was written to {self.image}", exit_code=1)
 
 
 class DirectoryBootFS:
@@ -430,7 +444,9 @@ def bake_boot_dir(boot_dir: Path, files_for: FilesFor, cmdline_edit: CmdlineEdit
     try:
         boot.write(plan.files)
     except OSError as exc:
-        raise ImageError(f"cannot write to {boot_dir}: {exc.strerror} (is the card mounted read-write?)") from None
+        raise ImageError(
+            f"cannot write to {boot_dir}: {exc.strerror} (is the card mounted read-write?)", exit_code=1
+        ) from None
     return _report(plan, started, boot_dir=boot_dir)
 
 
@@ -463,6 +479,11 @@ def bake_image(
             )
         if output is not None and not _same_file(Path(output), source):
             raise ImageError("give either --in-place or an output file (-o), not both")
+        if not os.access(source, os.W_OK):
+            raise ImageError(
+                f"cannot bake {source} in place: it is not writable; change its permissions "
+                "or write a baked copy with -o", exit_code=1,
+            )
         with _workdir() as work:
             boot = _open_boot(source, work)
             plan = _plan(boot, _where(source, boot), files_for, cmdline_edit)
@@ -608,8 +629,8 @@ def _copy_image(source: Path, target: Path, *, compressed: bool, progress: bool)
         raise ImageError(f"{source} ends early: the .xz download is incomplete; download it again") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise ImageError(f"not enough free space in {target.parent} for the baked image") from None
-        raise ImageError(f"copying {source} to {target.parent} failed: {exc.strerror or exc}") from None
+            raise ImageError(f"not enough free space in {target.parent} for the baked image", exit_code=1) from None
+        raise ImageError(f"copying {source} to {target.parent} failed: {exc.strerror or exc}", exit_code=1) from None
 
 
 def _write_unless_zero(fd: int, data: bytes | memoryview, offset: int) -> None:
