@@ -539,3 +539,10 @@ def test_refuses_in_place_on_a_read_only_image(tmp_path):
     image = build_image(tmp_path / "pi.img", rpios_cloud_init_files())
     image.path.chmod(0o444)
     refuse("cannot bake .* in place: it is not writable", image.path, None, in_place=True)
+
+
+def test_nothing_to_write_leaves_the_image_as_it_was(tmp_path):
+    image = build_image(tmp_path / "pi.img", rpios_cloud_init_files())
+    before = sha256(image.path)
+    report = bake_image(image.path, None, in_place=True, files_for=lambda kind: {})
+    assert report.written == [] and sha256(image.path) == before

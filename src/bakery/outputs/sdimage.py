@@ -243,8 +243,8 @@ def _detect(boot: BootFS) -> tuple[BootKind, str]:
 def _mtools_env(private_dir: Path) -> dict[str, str]:
     """An environment where the user's mtools configuration cannot interfere."""
     rc = private_dir / "mtoolsrc"
-    # Long names on, no forced lower case, and no geometry sanity check: Pi
-    # images are made by mkfs with geometries mtools' check would reject.
+    # Long names on, no forced lower case, and no floppy-era geometry check,
+    # which has no meaning for a partition inside an image file.
     rc.write_text("MTOOLS_SKIP_CHECK=1\nMTOOLS_NO_VFAT=0\nMTOOLS_LOWER_CASE=0\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MTOOLS")}
     env.update(MTOOLSRC=str(rc), MTOOLS_SKIP_CHECK="1", HOME=str(private_dir))
@@ -270,7 +270,10 @@ class ImageBootFS:
         # 1 on a name clash with nothing on stderr, so a silent 1 is a failure too.
         command = [tool, "-i", self._spec, *args]
         try:
-            result = subprocess.run(command, capture_output=True, env=self._env, check=False)
+            # No stdin: mtools asks on a terminal when a name clashes; it must never wait.
+            result = subprocess.run(
+                command, capture_output=True, stdin=subprocess.DEVNULL, env=self._env, check=False
+            )
         except FileNotFoundError:
             raise ImageError(
                 f"{tool} is not installed: bakery writes SD images with mtools "
@@ -298,6 +301,8 @@ class ImageBootFS:
         return None if stored is None else self._run("mtype", f"::/{stored}")
 
     def write(self, files: Mapping[str, bytes]) -> None:
+        if not files:
+            return
         staging = Path(tempfile.mkdtemp(prefix="files.", dir=self._workdir))
         for name, data in files.items():
             (staging / name).write_bytes(data)
