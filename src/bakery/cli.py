@@ -202,7 +202,9 @@ def sd_image(config, target, memory, secrets, image, output, in_place, boot_dir)
         return files
 
     def cmdline_edit(cmdline, kind):
-        if kind is sdimage.BootKind.RPIOS_CLOUD_INIT:
+        # An i= on the kernel command line overrides meta-data (Raspberry Pi
+        # Imager leaves one there): replace it so the new bake is a new instance.
+        if kind.has_cloud_init:
             return sdimage.set_cmdline_params(cmdline, [sdimage.nocloud_param(instance)])
         return cmdline
 
