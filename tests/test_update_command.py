@@ -1,0 +1,229 @@
+"""The rendered update command (also the first-boot app step) run for real
+inside a temporary root: a local git repository of a tiny WSGI app, a real
+venv and pip (offline, from a local wheelhouse), git, bash. Only
+supervisorctl is replaced, by a stand-in that records its calls: the test
+is about what the script asks supervisor to do and when.
+
+Proves: first install, update to a new commit, a broken commit (pip cannot
+install it) fails and leaves the previous checkout and venv in place without
+stopping the app, a bad ref stops nothing, and the first-boot profile step
+can run twice."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import pwd
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bakery.steps import app as app_step
+from bakery.steps.layout import paths
+from bakery.templating import render
+
+from stack_helpers import MICROBLOG_APP, make_plan, require_tool
+
+
+def make_wheel(folder: Path, name: str, version: str) -> None:
+    """A minimal pure-Python wheel, so pip installs without any index."""
+    module = name.replace("-", "_")
+    dist = f"{module}-{version}"
+    files = {
+        f"{module}.py": f"VERSION = {version!r}\n",
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}.dist-info/RECORD,,")
+    files[f"{dist}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+
+
+def git(repo: Path, *args) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+def commit_app(repo: Path, version: str, dep: str, message: str) -> str:
+    (repo / "wsgi.py").write_text(
+        "import fixture_dep\n\n"
+        f"VERSION = {version!r}\n\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [VERSION.encode()]\n")
+    (repo / "requirements.txt").write_text(dep + "\n")
+    (repo / ".gitignore").write_text("venv/\n.env\n*.log\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+class Server:
+    """A temporary root holding the app user's home, /etc/bakery, the logs,
+    and a supervisorctl stand-in; the rendered update script installed in it."""
+
+    def __init__(self, tmp_path: Path):
+        require_tool("git")
+        require_tool("python3")
+        if os.geteuid() != 0:
+            pytest.skip("the update command is root-run (it installs .env owned by the app user)")
+        self.root = tmp_path / "root"
+        self.origin = tmp_path / "origin"
+        self.origin.mkdir()
+        git(self.origin, "init", "-q", "-b", "main")
+        self.wheels = tmp_path / "wheels"
+        self.wheels.mkdir()
+        for version in ("1.0", "2.0"):
+            make_wheel(self.wheels, "fixture-dep", version)
+        make_wheel(self.wheels, "fixture-extra", "1.0")
+
+        plan = make_plan(tmp_path, app=dict(MICROBLOG_APP, name="fixture", ref="v1", environment={"FLASK_APP": "wsgi.py"}))
+        app = plan.app
+        app.repo = str(self.origin)
+        # The test runs as root: the "app user" is root, so the script runs
+        # its app steps directly instead of through runuser.
+        app.user = pwd.getpwuid(os.geteuid()).pw_name
+        app.home = str(self.root / "home")
+        app.dir = f"{app.home}/fixture"
+        app.venv = f"{app.dir}/venv"
+        app.pip_packages = ["fixture-extra"]
+        # The venv's python comes first on PATH, and the login environment is set.
+        app.migrate = ["python -c 'import fixture_dep; print(fixture_dep.VERSION)' >> migrate.log"]
+        app.setup = ['printf "%s\\n" "$FLASK_APP" >> setup.log']
+        self.plan = plan
+        self.app = app
+        etc, logs = self.root / "etc", self.root / "log"
+        etc.mkdir(parents=True)
+        Path(app.home).mkdir(parents=True)
+        (etc / "fixture.env").write_text(render("dotenv.j2", plan=plan))
+        (etc / "fixture.env").chmod(0o600)
+        self.where = paths(plan, etc=str(etc), log_dir=str(logs))
+        self.script = self.root / "fixture-update"
+        self.script.write_text(app_step.update_script(plan, etc=str(etc), log_dir=str(logs)))
+        self.script.chmod(0o755)
+        self.bin = self.root / "bin"
+        self.bin.mkdir()
+        self.calls = self.root / "supervisorctl.calls"
+        fake = self.bin / "supervisorctl"
+        fake.write_text(f'#!/bin/sh\necho "$*" >> {self.calls}\n')
+        fake.chmod(0o755)
+
+    def update(self, *ref) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", PIP_NO_INDEX="1",
+                   PIP_FIND_LINKS=str(self.wheels), BAKERY_RETRY_PAUSE="0", PIP_NO_CACHE_DIR="1")
+        self.calls.write_text("")
+        return subprocess.run([str(self.script), *ref], capture_output=True, text=True, env=env, timeout=300)
+
+    def head(self) -> str:
+        return git(Path(self.app.dir), "rev-parse", "HEAD")
+
+    def installed(self) -> str:
+        return subprocess.run([f"{self.app.venv}/bin/python", "-c", "import fixture_dep; print(fixture_dep.VERSION)"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    def supervisorctl(self) -> list[str]:
+        return self.calls.read_text().splitlines()
+
+
+@pytest.fixture
+def server(tmp_path):
+    return Server(tmp_path)
+
+
+def test_install_update_and_a_broken_commit(server):
+    v1 = commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+
+    # First boot: clone, venv, install, .env, migrate, setup, start.
+    first = server.update()
+    assert first.returncode == 0, first.stdout + first.stderr
+    app_dir = Path(server.app.dir)
+    assert server.head() == v1 and server.installed() == "1.0"
+    assert Path(server.app.venv, "bin", "python").exists()
+    assert (Path(server.app.venv) / "lib").is_dir() and "fixture_extra" in subprocess.run(
+        [f"{server.app.venv}/bin/pip", "list", "--format=freeze"], capture_output=True, text=True).stdout.replace("-", "_")
+    env_file = app_dir / ".env"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert "SECRET_KEY=" in env_file.read_text()
+    assert (app_dir / "migrate.log").read_text() == "1.0\n"
+    assert (app_dir / "setup.log").read_text() == "wsgi.py\n"
+    assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
+    assert "fixture runs " + v1 in Path(server.where.log_dir, "update.log").read_text()
+
+    # A new commit on the branch: fetched, installed, migrated, restarted.
+    v2 = commit_app(server.origin, "two", "fixture-dep==2.0", "v2")
+    second = server.update("main")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert server.head() == v2 and server.installed() == "2.0"
+    assert (app_dir / "migrate.log").read_text() == "1.0\n2.0\n"
+    assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
+
+    # A commit pip cannot install: the update fails before stopping anything,
+    # and the checkout and venv stay at the running version.
+    commit_app(server.origin, "three", "fixture-dep==9.9", "broken")
+    broken = server.update("main")
+    assert broken.returncode != 0
+    assert f"pip install failed: back at {v2}" in broken.stdout
+    assert server.head() == v2 and server.installed() == "2.0"
+    assert server.supervisorctl() == []
+    assert (app_dir / "migrate.log").read_text() == "1.0\n2.0\n"
+
+    # A ref that does not exist: nothing stopped, nothing changed.
+    missing = server.update("no-such-ref")
+    assert missing.returncode != 0 and server.head() == v2 and server.supervisorctl() == []
+
+    # Back to the tag (a rollback is an update to an older ref).
+    back = server.update("v1")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert server.head() == v1 and server.installed() == "1.0"
+
+
+def test_failing_migration_stops_with_an_error(server):
+    commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    assert server.update().returncode == 0
+    server.app.migrate = ["false"]
+    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    result = server.update()
+    assert result.returncode != 0
+    assert "FAILED at line" in result.stdout
+    # It stopped at the migration: the app is not started on a half-migrated database.
+    assert server.supervisorctl() == ["stop fixture"]
+
+
+def test_update_refuses_to_run_twice_at_once(server):
+    import fcntl
+
+    commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    Path(server.where.log_dir).mkdir(parents=True)
+    with open(Path(server.where.log_dir) / ".fixture-update.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = server.update()
+    assert result.returncode != 0 and "another fixture-update is running" in result.stderr
+    assert not Path(server.app.dir).exists()
+
+
+def test_first_boot_profile_step_keeps_one_block(server, tmp_path):
+    require_tool("bash")
+    where = server.where
+    Path(where.profile).write_text(app_step.profile_block(server.plan))
+    profile = Path(server.app.home) / ".profile"
+    profile.write_text("# the user's own lines\nexport KEEP=1\n")
+    script = render("first-boot.sh.j2", plan=server.plan, paths=where, cert_name="x")
+    start = script.index('step "login environment')
+    block = script[start:script.index("\n\n", start)]
+    for _ in range(2):  # first boot, then a re-run after a reboot
+        subprocess.run(["bash", "-euo", "pipefail", "-c",
+                        f'step() {{ :; }}\nAPP_USER={server.app.user}\nAPP_GROUP=$(id -gn "$APP_USER")\n' + block], check=True)
+    assert profile.read_text() == ("# the user's own lines\nexport KEEP=1\n"
+                                   "# >>> bakery fixture >>>\nexport FLASK_APP=wsgi.py\n# <<< bakery fixture <<<\n")
