@@ -258,3 +258,17 @@ def test_plan_refuses_dotenv_values_python_dotenv_cannot_read(tmp_path):
         with pytest.raises(ConfigError) as info:
             make_plan(tmp_path, app=dict(MICROBLOG_APP, dotenv={"BAD": bad}))
         assert "app.dotenv.BAD" in str(info.value.problems[0]) or "BAD" in str(info.value.problems[0])
+
+
+def test_bakery_dns_command_prints_the_records(tmp_path, workstation):
+    from conftest import run_bakery
+
+    config = tmp_path / "bakery.yaml"
+    config.write_text("host: {hostname: web, domain: example.com}\napp: {repo: https://example.com/app.git}\n"
+                      "mail: {dkim_selector: mail, dkim_public_key: MIIBIjANBgkq}\n")
+    result = run_bakery(["dns", "-c", config], home=workstation)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].split() == ["example.com.", "3600", "IN", "TXT", '"v=spf1', "a", "mx", "a:web.example.com", '-all"']
+    assert lines[1].startswith("mail._domainkey.example.com.") and '"v=DKIM1; k=rsa; p=MIIBIjANBgkq"' in lines[1]
+    assert not (tmp_path / "bakery.secrets.yaml").exists()  # printing records writes nothing

@@ -216,6 +216,29 @@ def sd_image(config, target, memory, secrets, image, output, in_place, boot_dir)
     click.echo(f"bakery: {report.summary()}", err=True)
 
 
+@cli.command()
+@_common
+def dns(config, target, memory, secrets):
+    """Print the DNS records (SPF, and DKIM when configured) to add at your
+    DNS provider so that the server's mail is accepted."""
+    from .dns import dns_records, format_records
+    from .pipeline import render_config
+    from .targets import get_target
+
+    rendered = render_config(config, get_target(target), memory_mib=parse_memory(memory), secrets_path=secrets,
+                             save_secrets=False)
+    records = dns_records(rendered.plan)
+    if not records:
+        click.echo("bakery: mail is off (mail.enabled: false): no DNS records needed", err=True)
+        return
+    mail = rendered.plan.mail
+    if "." not in mail.domain:
+        click.echo(f"bakery: warning: mail domain '{mail.domain}' is not a DNS domain; set host.domain or mail.domain", err=True)
+    if not (mail.dkim_selector and mail.dkim_public_key):
+        click.echo("bakery: no DKIM record: set mail.dkim_selector and mail.dkim_public_key to add one", err=True)
+    click.echo(format_records(records), nl=False)
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="bakery", standalone_mode=False)
