@@ -272,3 +272,13 @@ def test_bakery_dns_command_prints_the_records(tmp_path, workstation):
     assert lines[0].split() == ["example.com.", "3600", "IN", "TXT", '"v=spf1', "a", "mx", "a:web.example.com", '-all"']
     assert lines[1].startswith("mail._domainkey.example.com.") and '"v=DKIM1; k=rsa; p=MIIBIjANBgkq"' in lines[1]
     assert not (tmp_path / "bakery.secrets.yaml").exists()  # printing records writes nothing
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cloud_init_schema_accepts_every_stack_variant(tmp_path, variant, cloud_init_schema):
+    from bakery.cloudconfig import assemble, to_yaml
+
+    plan = variant_plan(tmp_path, variant)
+    path = tmp_path / "user-data"
+    path.write_text(to_yaml(assemble(plan)))
+    cloud_init_schema.assert_valid(path)
