@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,3 +132,62 @@ def test_any_text_round_trips_as_a_sql_string_literal(mariadb, value):
     out = mariadb.client("--raw", "--default-character-set=utf8mb4",
                          sql=f"SELECT HEX(CONVERT({mysql_string(value)} USING utf8mb4));\n").stdout.decode().strip()
     assert bytes.fromhex(out) == value.encode()
+
+
+# --- PostgreSQL ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def postgres():
+    import glob
+    import pwd
+    import tempfile
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        require_tool("initdb", "PostgreSQL server binaries (apt-get install postgresql)")
+    require_tool("psql")
+    if os.geteuid() != 0:
+        pytest.skip("the test server runs as the postgres user")
+    try:
+        pg = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no postgres user")
+    # Outside pytest's root-only tmp folders: the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="bakery-pg-"))
+    os.chown(base, pg.pw_uid, pg.pw_gid)
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_pg, f"{bins[-1]}/initdb", "-D", str(base / "data"), "-U", "postgres", "--auth-local=trust"],
+                   check=True, capture_output=True)
+    # Everyone but the superuser must log in with a password.
+    (base / "data" / "pg_hba.conf").write_text("local all postgres trust\nlocal all all scram-sha-256\n")
+    proc = subprocess.Popen([*as_pg, f"{bins[-1]}/postgres", "-D", str(base / "data"), "-k", str(base),
+                             "-c", "listen_addresses="], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if subprocess.run([*as_pg, "psql", "-h", str(base), "-c", "SELECT 1"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgresql_bootstrap_twice_and_login(tmp_path, postgres):
+    plan = make_plan(tmp_path, database={"engine": "postgresql", "name": "blog", "user": "blogger"})
+    plan.database.password = "p'w\"\\$%`;--x"
+    sql = database.bootstrap_sql(plan)
+    as_pg = ["runuser", "-u", "postgres", "--", "psql", "-h", str(postgres), "-q", "-v", "ON_ERROR_STOP=1"]
+    for _ in range(2):  # the second run must succeed and change nothing
+        result = subprocess.run(as_pg, input=sql.encode(), capture_output=True, cwd="/")
+        assert result.returncode == 0, result.stderr.decode()
+    owner = subprocess.run([*as_pg, "-At", "-c", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname='blog'"],
+                           capture_output=True, text=True, check=True, cwd="/").stdout.strip()
+    assert owner == "blogger"
+    login = subprocess.run(["psql", "-h", str(postgres), "-U", "blogger", "-d", "blog", "-At", "-c", "SELECT current_user"],
+                           capture_output=True, text=True, env=dict(os.environ, PGPASSWORD=plan.database.password))
+    assert login.returncode == 0 and login.stdout.strip() == "blogger", login.stderr
+    wrong = subprocess.run(["psql", "-h", str(postgres), "-U", "blogger", "-d", "blog", "-c", "SELECT 1"],
+                           capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="nope"))
+    assert wrong.returncode != 0
