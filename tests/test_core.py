@@ -261,7 +261,7 @@ def test_env_references(tmp_path, workstation):
     assert "KEY='s3cr3t'" in text and "OTHER='fallback'" in text and "LITERAL='${NOT_EXPANDED}'" in text
     missing = run_bakery(["render", "-c", cfg], home=workstation)
     assert missing.returncode == 2
-    assert f"{cfg}:9:10: app.dotenv.KEY: environment variable MY_KEY is not set" in stderr(missing)
+    assert f"{cfg}:8:10: app.dotenv.KEY: environment variable MY_KEY is not set" in stderr(missing)
 
 
 # --- secrets and determinism ------------------------------------------------

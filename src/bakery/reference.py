@@ -1,7 +1,8 @@
 """The config reference in the README, generated from the schema so that the
 two cannot drift apart (a test compares them).
 
-    python -m bakery.reference      # print the Markdown
+    python -m bakery.reference            # print the Markdown
+    python -m bakery.reference README.md  # replace the section in README.md
 """
 
 from __future__ import annotations
@@ -52,5 +53,18 @@ def markdown(schema: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def update(path: str) -> None:
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8")
+    start, end = text.index(BEGIN), text.index(END) + len(END) + 1
+    Path(path).write_text(text[:start] + markdown() + text[end:], encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(markdown(), end="")
+    import sys
+
+    if len(sys.argv) > 1:
+        update(sys.argv[1])
+    else:
+        print(markdown(), end="")
