@@ -359,3 +359,10 @@ def test_help_and_bad_usage(workstation):
     assert bad.returncode == 2 and "Traceback" not in stderr(bad)
     mem = run_bakery(["render", "--memory", "lots"], home=workstation)
     assert mem.returncode == 2 and "--memory" in stderr(mem)
+
+
+def test_reserved_login_variables_are_refused(tmp_path, workstation):
+    cfg = write(tmp_path, BASE + "app:\n  repo: https://example.com/app.git\n  environment:\n    PATH: /tmp\n")
+    result = render(cfg, workstation)
+    assert result.returncode == 2
+    assert f"{cfg}:8:5: app.environment.PATH: PATH is set by the login shell" in stderr(result)

@@ -18,6 +18,11 @@ from .loader import Document
 from .secrets_store import SecretStore
 from .targets import Target
 
+# Variables the login shell or bakery's scripts own; exporting them from
+# ~/.profile would break logins or the app commands.
+RESERVED_ENVIRONMENT = frozenset({"_", "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "IFS",
+                                  "PS1", "PS2", "PS4", "ENV", "BASH_ENV", "LD_PRELOAD", "LD_LIBRARY_PATH",
+                                  "VIRTUAL_ENV", "PYTHONHOME"})
 ELASTICSEARCH_MIN_MIB = 2048  # the tutorial's rule: Elasticsearch needs more than 2 GB
 
 
@@ -198,6 +203,9 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
             # python-dotenv cannot read a quoted value that spans lines or ends in a backslash.
             if re.search(r"[\r\n\x00]|\\$", dotenv[key]):
                 problems.append(doc.problem(("app", "dotenv", key), "a .env value cannot contain a line break or end with a backslash"))
+        for key in app_data.get("environment") or {}:
+            if key in RESERVED_ENVIRONMENT:
+                problems.append(doc.problem(("app", "environment", key), f"{key} is set by the login shell or bakery's scripts and cannot be overridden here"))
         app = App(
             name=name, repo=app_data["repo"], ref=app_data.get("ref", "main"), user=app_user,
             user_is_admin=app_user == admin.name, home=home_dir, dir=app_dir, venv=f"{app_dir}/venv",

@@ -28,7 +28,11 @@ def mysql_string(value) -> str:
     text = str(value)
     if "\x00" in text:
         raise UnsafeValue("NUL byte in SQL string")
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # Line breaks and Ctrl-Z are escaped too, so the literal survives any
+    # client mode that would otherwise translate them.
+    for raw, escaped in (("\\", "\\\\"), ("'", "\\'"), ("\n", "\\n"), ("\r", "\\r"), ("\x1a", "\\Z")):
+        text = text.replace(raw, escaped)
+    return "'" + text + "'"
 
 
 def mysql_ident(value) -> str:
@@ -58,6 +62,10 @@ def dotenv_value(value) -> str:
     text = str(value)
     if "\n" in text or "\r" in text or "\x00" in text:
         raise UnsafeValue(".env values cannot contain line breaks")
+    if text.endswith("\\"):
+        # python-dotenv reads an escaped backslash before the closing quote as
+        # an escaped quote.
+        raise UnsafeValue(".env values cannot end with a backslash")
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
