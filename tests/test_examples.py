@@ -1,0 +1,25 @@
+"""The rendered example in examples/rendered/ is what bakery renders today
+(regenerate with scripts/render-examples), and the microblog user-data fits
+the smallest provider limit (16 KiB) uncompressed."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import REPO, run_bakery
+
+RENDERED = REPO / "examples" / "rendered"
+
+
+def test_rendered_example_has_not_drifted(tmp_path):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(RENDERED / "example-key.pub", home / ".ssh" / "id_ed25519.pub")
+    secrets = tmp_path / "secrets.yaml"
+    shutil.copy(RENDERED / "example.secrets.yaml", secrets)
+    secrets.chmod(0o600)
+    result = run_bakery(["render", "-c", REPO / "examples" / "microblog.yaml", "--target", "digitalocean", "--secrets", secrets], home=home)
+    assert result.returncode == 0, result.stderr.decode()
+    expected = (RENDERED / "microblog.digitalocean.user-data").read_bytes()
+    assert result.stdout == expected, "examples/rendered is stale: run scripts/render-examples"
+    assert len(result.stdout) <= 16 * 1024
