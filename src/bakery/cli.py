@@ -37,12 +37,24 @@ def _common(func):
     return func
 
 
-def _render(config, target, memory, secrets):
+def _stages(func):
+    func = click.option("--stage", "stage", type=click.Choice(["full", "image", "instance"]), default="full", show_default=True,
+                        help="full: one server from a plain image. image: the part baked into an image, the same for "
+                             "every server (what `bakery packer` uses). instance: the small per-server part to pass "
+                             "when starting a server from that image.")(func)
+    func = click.option("--hostname", "hostname", default=None, metavar="NAME",
+                        help="This server's host name, instead of host.hostname; it also keeps the server's secrets "
+                             "apart from other servers'. One per server with --stage instance.")(func)
+    return func
+
+
+def _render(config, target, memory, secrets, stage="full", hostname=None):
     from .pipeline import render_config
     from .targets import get_target
 
     tgt = get_target(target)
-    rendered = render_config(config, tgt, memory_mib=parse_memory(memory), secrets_path=secrets)
+    rendered = render_config(config, tgt, memory_mib=parse_memory(memory), secrets_path=secrets, stage=stage,
+                             hostname=hostname)
     for note in rendered.plan.notes:
         click.echo(f"bakery: {note}", err=True)
     return rendered
@@ -70,13 +82,15 @@ def cli():
 
 @cli.command()
 @_common
+@_stages
 @click.option("--format", "fmt", type=click.Choice(["yaml", "mime", "gzip-base64"]), default="yaml", show_default=True, help="yaml: #cloud-config text; mime: multipart; gzip-base64: compressed, for APIs and forms that take it.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here (atomically, mode 0600) instead of stdout.")
-def render(config, target, memory, secrets, fmt, output):
-    """Render cloud-init user-data for TARGET."""
+def render(config, target, memory, secrets, stage, hostname, fmt, output):
+    """Render cloud-init user-data for TARGET: a whole server (the default),
+    or the image and instance stages of servers started from a baked image."""
     from .cloudconfig import check_size, emit
 
-    rendered = _render(config, target, memory, secrets)
+    rendered = _render(config, target, memory, secrets, stage, hostname)
     data, size = emit(rendered.cloud_config, fmt)
     check_size(size, fmt, rendered.plan.target)
     _write(output, data)
@@ -84,7 +98,8 @@ def render(config, target, memory, secrets, fmt, output):
 
 @cli.command()
 @_common
-def validate(config, target, memory, secrets):
+@_stages
+def validate(config, target, memory, secrets, stage, hostname):
     """Check the config, the target's limits, and (when cloud-init is installed
     here) cloud-init's own schema for the rendered output."""
     import shutil
@@ -93,7 +108,7 @@ def validate(config, target, memory, secrets):
 
     from .cloudconfig import check_size, emit
 
-    rendered = _render(config, target, memory, secrets)
+    rendered = _render(config, target, memory, secrets, stage, hostname)
     data, size = emit(rendered.cloud_config, "yaml")
     check_size(size, "yaml", rendered.plan.target)
     click.echo(f"{config}: config valid for target {target} ({size} bytes of user-data, limit {rendered.plan.target.userdata_limit})", err=True)
@@ -124,14 +139,16 @@ def targets():
 
 @cli.command()
 @_common
+@_stages
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The ISO to write (mode 0600).")
-def seed(config, target, memory, secrets, output):
-    """Write a NoCloud seed ISO (volume cidata) for QEMU, VirtualBox, Proxmox."""
+def seed(config, target, memory, secrets, stage, hostname, output):
+    """Write a NoCloud seed ISO (volume cidata) for QEMU, VirtualBox, Proxmox;
+    with --stage instance, for a VM started from a baked qcow2 image."""
     from .cloudconfig import check_size, emit
     from .outputs.nocloud import seed_files
     from .outputs.seed import write_seed_iso
 
-    rendered = _render(config, target, memory, secrets)
+    rendered = _render(config, target, memory, secrets, stage, hostname)
     data, size = emit(rendered.cloud_config, "yaml")
     check_size(size, "yaml", rendered.plan.target)
     write_seed_iso(output, seed_files(rendered.plan, data))
@@ -143,7 +160,9 @@ def seed(config, target, memory, secrets, output):
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the Packer files.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A non-secret template variable (region, size, ...); repeatable.")
 def packer(config, target, memory, secrets, out_dir, variables):
-    """Write a ready-to-build Packer folder that bakes the server into an image."""
+    """Write a ready-to-build Packer folder that bakes the server into an image:
+    the image stage, the same for every server. Each server started from the
+    image then gets its own `bakery render --stage instance --hostname NAME`."""
     from .cloudconfig import emit
     from .outputs.packer import write_packer_dir
 
@@ -153,10 +172,10 @@ def packer(config, target, memory, secrets, out_dir, variables):
         if not sep or not name:
             raise UsageError(f"--var expects NAME=VALUE, got {item!r}")
         values[name] = value
-    rendered = _render(config, target, memory, secrets)
+    rendered = _render(config, target, memory, secrets, stage="image")
     values["ssh_username"] = values["ssh_username"] or rendered.plan.admin.name
     data, _ = emit(rendered.cloud_config, "yaml")
-    written = write_packer_dir(out_dir, target, data, values, hostname=rendered.plan.hostname or "bakery-image")
+    written = write_packer_dir(out_dir, target, data, values)
     click.echo(f"bakery: wrote {len(written)} files to {out_dir}; see {out_dir / 'README.md'}", err=True)
 
 

@@ -22,12 +22,13 @@ class Rendered:
 
 def render_config(config_path: Path, target: Target, *, memory_mib: Optional[int] = None,
                   secrets_path: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
-                  home: Optional[Path] = None, save_secrets: bool = True) -> Rendered:
+                  home: Optional[Path] = None, save_secrets: bool = True, stage: str = "full",
+                  hostname: Optional[str] = None) -> Rendered:
     from .cloudconfig import assemble
 
     doc = load_config(config_path, environ)
     store = SecretStore(secrets_path or default_secrets_path(Path(config_path)))
-    plan = resolve(doc, target, store, memory_mib=memory_mib, home=home)
+    plan = resolve(doc, target, store, memory_mib=memory_mib, home=home, stage=stage, hostname=hostname)
     cloud_config = assemble(plan)
     if save_secrets:
         # Only after everything rendered: a failing render writes nothing.

@@ -13,7 +13,7 @@ from typing import Optional
 from urllib.parse import quote
 
 from . import keys as sshkeys
-from .errors import ConfigError, Problem
+from .errors import ConfigError, Problem, UsageError
 from .loader import Document
 from .secrets_store import SecretStore
 from .targets import Target
@@ -24,6 +24,13 @@ RESERVED_ENVIRONMENT = frozenset({"_", "PATH", "HOME", "USER", "LOGNAME", "SHELL
                                   "PS1", "PS2", "PS4", "ENV", "BASH_ENV", "LD_PRELOAD", "LD_LIBRARY_PATH",
                                   "VIRTUAL_ENV", "PYTHONHOME"})
 ELASTICSEARCH_MIN_MIB = 2048  # the tutorial's rule: Elasticsearch needs more than 2 GB
+
+# What a render covers. "full" is one server configured from a plain image.
+# "image" is the part that is the same on every server (baked with Packer);
+# "instance" is the part that must differ per server (host name, secrets,
+# certificate), passed when a server is started from that image.
+STAGES = ("full", "image", "instance")
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 @dataclass
@@ -89,6 +96,9 @@ class Web:
     cert_bits: int
     cert_file: str
     key_file: str
+    # The site's name is the host's own (host.hostname + host.domain), so it
+    # differs per server and cannot be baked into an image.
+    name_from_host: bool = False
 
 
 @dataclass
@@ -127,6 +137,17 @@ class Plan:
     mail: Mail
     elasticsearch: bool
     notes: list = field(default_factory=list)  # said on stderr, never in the artifact
+    stage: str = "full"
+
+    @property
+    def shared(self) -> bool:
+        """The render includes what is the same on every server (baked into images)."""
+        return self.stage in ("full", "image")
+
+    @property
+    def per_server(self) -> bool:
+        """The render includes what must differ per server (host name, secrets)."""
+        return self.stage in ("full", "instance")
 
 
 def _get(data: dict, *path, default=None):
@@ -159,8 +180,9 @@ def _repo_name(url: str) -> str:
 
 
 def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Optional[int] = None,
-            home: Optional[Path] = None) -> Plan:
-    """Build the plan for ``target``; raise ConfigError listing every problem."""
+            home: Optional[Path] = None, stage: str = "full", hostname: Optional[str] = None) -> Plan:
+    """Build the plan for ``target`` and ``stage``; raise ConfigError listing
+    every problem. ``hostname`` (from --hostname) overrides host.hostname."""
     data = doc.data
     problems: list[Problem] = []
     notes: list[str] = []
@@ -170,7 +192,7 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
 
     password_auth = bool(_get(data, "ssh", "password_authentication", default=False))
     domain = _get(data, "host", "domain")
-    hostname = _get(data, "host", "hostname")
+    hostname, secret = _server_identity(stage, hostname, _get(data, "host", "hostname"), secrets)
     fqdn = f"{hostname}.{domain}" if hostname and domain else None
 
     app = None
@@ -186,11 +208,11 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
             problems.append(doc.problem(("app", "user"), "the app must not run as root; leave app.user out to use the admin user, or name an unprivileged user"))
         home_dir = f"/home/{app_user}"
         app_dir = f"{home_dir}/{name}"
-        database = _resolve_database(doc, target, name, app_dir, secrets, problems)
+        database = _resolve_database(doc, target, name, app_dir, secret, problems)
         workers = app_data.get("workers") or target.workers or default_workers(memory, target.cpus)
         port = int(app_data.get("port", 8000))
         static = app_data.get("static")
-        dotenv = {"SECRET_KEY": secrets.get(f"{name}.secret_key")}
+        dotenv = {"SECRET_KEY": secret(f"{name}.secret_key")}
         if database and database.engine != "none":
             dotenv["DATABASE_URL"] = database.url
         mail_on = bool(_get(data, "mail", "enabled", default=True))
@@ -230,7 +252,8 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
                 problems.append(doc.problem(("web", "tls"), "letsencrypt needs a contact address; set web.email"))
         web = Web(nginx=nginx, server_name=server_name or "_", tls=tls if nginx else "none", email=email,
                   cert_days=int(_get(data, "web", "cert_days", default=365)), cert_bits=int(_get(data, "web", "cert_bits", default=4096)),
-                  cert_file=f"/etc/ssl/bakery/{name}.crt", key_file=f"/etc/ssl/bakery/{name}.key")
+                  cert_file=f"/etc/ssl/bakery/{name}.crt", key_file=f"/etc/ssl/bakery/{name}.key",
+                  name_from_host=not _get(data, "web", "domain") and bool(domain))
     elif _get(data, "database") or _get(data, "web"):
         section = "database" if _get(data, "database") else "web"
         problems.append(doc.problem((section,), f"the {section} section needs an app section (with at least app.repo)"))
@@ -300,8 +323,36 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         firewall=firewall, open_ports=ports, extra_packages=list(_get(data, "packages", default=[]) or []),
         swap_size=swap_size, apt_proxy=_get(data, "network", "apt_proxy"), pip_index_url=_get(data, "network", "pip_index_url"),
         ca_certs=ca_certs, wifi=wifi, database=database, app=app, web=web, mail=mail,
-        elasticsearch=bool(_get(data, "search", "elasticsearch", default=False)), notes=notes,
+        elasticsearch=bool(_get(data, "search", "elasticsearch", default=False)), notes=notes, stage=stage,
     )
+
+
+def _server_identity(stage: str, override: Optional[str], configured: Optional[str], secrets: SecretStore):
+    """The host name for ``stage`` and how its secrets are looked up.
+
+    The image stage has neither: whatever it holds is shared by every server
+    started from the image, so it gets no host name and no secret (the values
+    stay empty and no step of that stage writes them). A server named with
+    --hostname, and every instance render, keeps its secrets under its own
+    name in the store (``web1/app.secret_key``), so two servers never share
+    them and rendering the same server again gives the same output."""
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+    if override is not None and not HOSTNAME.fullmatch(override):
+        raise UsageError(f"--hostname {override!r} is not a host name: use letters, digits and hyphens "
+                         "(at most 63), not starting or ending with a hyphen, e.g. web1")
+    if stage == "image":
+        if override is not None:
+            raise UsageError("--hostname names one server, and the image stage is the same for every server: "
+                             "use it with --stage instance")
+        return None, lambda key: ""
+    hostname = override or configured
+    if stage == "instance" and not hostname:
+        raise UsageError("--stage instance needs the server's host name: pass --hostname NAME (e.g. --hostname web1), "
+                         "one per server started from the image, or set host.hostname")
+    if override is not None or stage == "instance":
+        return hostname, lambda key: secrets.get(f"{hostname}/{key}")
+    return hostname, secrets.get
 
 
 def _text(value) -> str:
@@ -352,13 +403,13 @@ def _resolve_admin(doc: Document, target: Target, home, problems: list, notes: l
     return Admin(name=name, keys=found, import_ids=import_ids, shell=_get(data, "admin", "shell", default="/bin/bash"), key_source=source)
 
 
-def _resolve_database(doc, target: Target, app_name: str, app_dir: str, secrets: SecretStore, problems) -> Database:
+def _resolve_database(doc, target: Target, app_name: str, app_dir: str, secret, problems) -> Database:
     data = doc.data
     engine = _get(data, "database", "engine", default=target.database)
     ident = re.sub(r"[^A-Za-z0-9_]", "_", app_name)
     name = _get(data, "database", "name", default=ident)
     user = _get(data, "database", "user", default=ident)
-    password = secrets.get(f"{app_name}.database_password") if engine in ("mysql", "postgresql") else ""
+    password = secret(f"{app_name}.database_password") if engine in ("mysql", "postgresql") else ""
     charset = _get(data, "database", "charset", default="utf8mb4")
     collation = _get(data, "database", "collation", default="utf8mb4_bin")
     if engine == "mysql" and not collation.startswith(charset + "_"):

@@ -1,7 +1,9 @@
 """The app itself (MISSION steps 9-13, 15-17, 20): the update command that
 checks out a ref, installs it into the venv, migrates and restarts it; the
 .env (root-only copy, installed into the checkout by the update command);
-the login profile block; and gunicorn's supervisor program."""
+the login profile block; and gunicorn's supervisor program.
+An image holds the code side (update command, profile); each server gets
+the .env and the supervisor program on its own first boot."""
 
 from __future__ import annotations
 
@@ -29,11 +31,18 @@ def build(plan) -> dict:
     if plan.app is None:
         return {}
     where = paths(plan)
-    return {"write_files": [
-        {"path": where.dotenv, "owner": "root:root", "permissions": "0600", "content": dotenv_file(plan)},
-        {"path": where.profile, "owner": "root:root", "permissions": "0644", "content": profile_block(plan)},
-        {"path": where.update, "owner": "root:root", "permissions": "0755", "content": update_script(plan)},
-        # Deferred until supervisor is installed; it is loaded by the update command.
-        {"path": where.supervisor_conf, "owner": "root:root", "permissions": "0644",
-         "content": supervisor_program(plan), "defer": True},
-    ]}
+    files = []
+    if plan.per_server:
+        files.append({"path": where.dotenv, "owner": "root:root", "permissions": "0600", "content": dotenv_file(plan)})
+    if plan.shared:
+        files += [
+            {"path": where.profile, "owner": "root:root", "permissions": "0644", "content": profile_block(plan)},
+            {"path": where.update, "owner": "root:root", "permissions": "0755", "content": update_script(plan)},
+        ]
+    if plan.per_server:
+        # Not in an image: supervisord would start the app at boot, before the
+        # server has its .env and database. Deferred until supervisor is
+        # installed; it is loaded by the update command.
+        files.append({"path": where.supervisor_conf, "owner": "root:root", "permissions": "0644",
+                      "content": supervisor_program(plan), "defer": True})
+    return {"write_files": files}

@@ -1,6 +1,7 @@
 """Packages (MISSION step 6), installed non-interactively by cloud-init.
 Names are chosen to resolve on Ubuntu 22.04/24.04 and Debian 12/13 alike:
-default-mysql-server is MySQL on Ubuntu and MariaDB on Debian."""
+default-mysql-server is MySQL on Ubuntu and MariaDB on Debian. Installed
+when the image is baked, not again on each server started from it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def package_list(plan) -> list:
 
 
 def build(plan) -> dict:
+    if not plan.shared:
+        # A server started from the image finds its packages installed; no
+        # apt run keeps its first boot short and independent of the mirrors.
+        return {"package_update": False}
     out = {"package_update": True, "packages": package_list(plan)}
     if plan.mail.enabled:
         # postfix asks two questions during install; answer them up front.

@@ -10,6 +10,8 @@ PI_GROUPS = ["video", "gpio", "i2c", "spi", "dialout", "plugdev"]
 
 def build(plan) -> dict:
     out: dict = {}
+    if not plan.shared:
+        return out
     if plan.keyboard:
         out["keyboard"] = {"layout": plan.keyboard}
     if not plan.target.raspberry_pi:

@@ -5,7 +5,8 @@ It is not in the Debian or Ubuntu archives, so Elastic's own apt repository
 is added through cloud-init's apt module; the signing key is fetched from
 the Ubuntu key server by its fingerprint (a key block would not fit the
 16 KiB user-data budget). It listens on localhost only, single-node, with
-security off: nothing outside the machine can reach it."""
+security off: nothing outside the machine can reach it. Installed and
+configured in the image; each server enables and starts it on its first boot."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ ELASTIC_KEY = "46095ACC8548582C1A2699A9D27D666CD88E42B4"  # Elasticsearch (Elast
 
 
 def build(plan) -> dict:
-    if not plan.elasticsearch or plan.app is None:
+    if not plan.elasticsearch or plan.app is None or not plan.shared:
         return {}
     heap = max(512, plan.memory_mib // 4)
     return {

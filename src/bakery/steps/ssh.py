@@ -1,5 +1,6 @@
 """sshd hardening (MISSION step 4): a drop-in that sorts before cloud-init's
-own 50-cloud-init.conf, because sshd keeps the first value it reads."""
+own 50-cloud-init.conf, because sshd keeps the first value it reads.
+The same on every server: baked into images."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ def sshd_dropin(plan) -> str:
 
 
 def build(plan) -> dict:
+    if not plan.shared:
+        return {}
     return {
         "ssh_pwauth": plan.password_authentication,
         "write_files": [{"path": SSHD_DROPIN, "owner": "root:root", "permissions": "0644", "content": sshd_dropin(plan)}],

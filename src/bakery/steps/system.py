@@ -1,5 +1,7 @@
 """Machine-wide settings cloud-init has modules for: host name, time zone,
-swap, trusted CAs, apt and pip mirrors/proxies, and the final message."""
+swap, trusted CAs, apt and pip mirrors/proxies, and the final message.
+The host name is per server; the rest is the same on every server and is
+baked into images."""
 
 from __future__ import annotations
 
@@ -9,6 +11,17 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 def build(plan) -> dict:
     out: dict = {}
+    if plan.per_server:
+        out.update(host_name(plan))
+    if plan.shared:
+        out.update(machine(plan))
+    name = plan.fqdn or plan.hostname or "the server"
+    out["final_message"] = f"bakery: {name} is ready after $UPTIME seconds (cloud-init $VERSION)."
+    return out
+
+
+def host_name(plan) -> dict:
+    out: dict = {}
     if plan.hostname:
         out["hostname"] = plan.hostname
         if plan.fqdn:
@@ -16,6 +29,11 @@ def build(plan) -> dict:
         out["prefer_fqdn_over_hostname"] = False
     # Without this every sudo prints "unable to resolve host" after a rename.
     out["manage_etc_hosts"] = True
+    return out
+
+
+def machine(plan) -> dict:
+    out: dict = {}
     if plan.timezone:
         out["timezone"] = plan.timezone
     if plan.swap_size:
@@ -34,6 +52,4 @@ def build(plan) -> dict:
                                "content": "[global]\n" + "\n".join(pip_lines) + "\n"}]
     if plan.apt_proxy:
         out.setdefault("apt", {})["proxy"] = plan.apt_proxy
-    name = plan.fqdn or plan.hostname or "the server"
-    out["final_message"] = f"bakery: {name} is ready after $UPTIME seconds (cloud-init $VERSION)."
     return out

@@ -1,7 +1,9 @@
 """nginx in front of gunicorn, with TLS (MISSION steps 18-19): the site file
 and, for Let's Encrypt, the script and systemd timer that keep trying until
 a certificate is issued. The self-signed certificate is made on the server
-by the first-boot script, so its key never travels in user-data."""
+by the first-boot script, so its key never travels in user-data.
+An image holds the site file unless the site is named after the host; each
+server enables it once it has made its own certificate."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ def letsencrypt_files(plan) -> list:
 
 def build(plan) -> dict:
     if plan.app is None or plan.web is None or not plan.web.nginx:
+        return {}
+    if not (plan.per_server if plan.web.name_from_host else plan.shared):
         return {}
     files = [{"path": paths(plan).nginx_site, "owner": "root:root", "permissions": "0644",
               "content": nginx_site(plan), "defer": True}]
