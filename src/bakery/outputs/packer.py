@@ -177,7 +177,8 @@ def write_packer_dir(
     ]
     for script in SCRIPTS:
         files.append((f"scripts/{script}", (source / "scripts" / script).read_bytes(), 0o755))
-    # user-data carries the server's secrets.
+    # The image stage holds no generated secret, but it may carry settings
+    # from the config (e.g. .env values) that are private.
     files.append(("user-data", bytes(user_data), 0o600))
     if builder.name == "qemu":
         files.append(("meta-data", meta_data("bakery-image-build", hostname), 0o600))
@@ -223,6 +224,23 @@ def _check_variables(builder: Builder, template: str, variables: Mapping[str, Va
         hcl_value(value)  # refuse what HCL cannot hold before anything is written
 
 
+START_EXAMPLES = {
+    "digitalocean": "doctl compute droplet create web1 --image <snapshot-id> --size s-1vcpu-1gb --region nyc3 \\\n"
+                    "  --user-data-file web1.user-data",
+    "amazon-ebs": "aws ec2 run-instances --image-id <ami-id> --instance-type t3.small \\\n"
+                  "  --user-data file://web1.user-data",
+    "hcloud": "hcloud server create --name web1 --image <snapshot-id> --type cx22 --user-data-from-file web1.user-data",
+    "qemu": "bakery seed --stage instance --hostname web1 --target {target} -o web1-seed.iso\n"
+            "qemu-img create -f qcow2 -F qcow2 -b output-bakery/bakery.qcow2 web1.qcow2   # the image as backing file\n"
+            "qemu-system-x86_64 -m 1024 -drive file=web1.qcow2,if=virtio -cdrom web1-seed.iso ...",
+}
+
+
+def _start_example(target: str) -> list[str]:
+    example = START_EXAMPLES[TARGET_BUILDERS[target]].format(target=target)
+    return ["For example:", "", "```sh", *example.split("\n"), "```", ""]
+
+
 def _readme(target: str, builder: Builder, template_name: str) -> str:
     if builder.credentials:
         credentials = f"It reads the credentials from the environment: {builder.credentials}."
@@ -231,7 +249,11 @@ def _readme(target: str, builder: Builder, template_name: str) -> str:
     lines = [
         f"# Packer build: {target} ({builder.image_kind})",
         "",
-        f"Bakes the server described by the rendered `user-data` into a {builder.image_kind}.",
+        f"Bakes the image stage of the server (`user-data`, rendered by `bakery packer`) into a {builder.image_kind}:",
+        "the packages, firewall, SSH settings, app user, the app checked out at its ref and its virtualenv.",
+        "It holds nothing that must differ per server: no host name, no `.env` or other secret, no",
+        "database for the app, no certificate; the app is not started.",
+        "",
         credentials,
         "Packer logs in as `ssh_username` with the SSH key of your config: load it into",
         "ssh-agent (`ssh-add`) or set `ssh_private_key_file` in `" + VARS_FILE + "`.",
@@ -251,11 +273,25 @@ def _readme(target: str, builder: Builder, template_name: str) -> str:
         "",
         "The build waits for cloud-init to finish and stops if cloud-init reported an error.",
         "It then removes cloud-init's state, SSH host keys, the machine id and the logs, so every",
-        "server started from the image is a new cloud-init instance that creates its own. Start",
-        "servers with the same rendered user-data: the first-boot steps find the work done.",
-        "Files made from the secrets store (.env, database password) are in the image: keep it private.",
+        "server started from the image is a new cloud-init instance.",
         "",
-        "`user-data` holds the server's secrets (mode 0600): do not commit this folder.",
+        "## Starting servers from the image",
+        "",
+        "Each server gets its own small user-data, the instance stage: its host name, its own",
+        "`SECRET_KEY` and database password (kept in the secrets file under its name), the `.env`,",
+        "the database, a certificate made on the server, migrations, and the app started. Render",
+        "one per server, from the folder that holds `bakery.yaml`, and pass it when creating it:",
+        "",
+        "```sh",
+        f"bakery render --stage instance --hostname web1 --target {target} -o web1.user-data",
+        "```",
+        "",
+        *_start_example(target),
+        "The instance stage installs no packages and fetches no code, so the app needs no network",
+        "on that boot. Rendering the same server again gives the same output; another `--hostname`",
+        "gives another server with its own secrets.",
+        "",
+        "`user-data` and the instance user-data files are private (mode 0600): do not commit them.",
     ]
     if builder.name == "qemu":
         lines += [
