@@ -3,7 +3,9 @@
 # between servers started from the image, so that their first boot creates it
 # afresh: cloud-init state (the next boot runs as a new instance, with its own
 # user-data), SSH host keys, machine id, logs and shell history. The baked
-# user-data itself (it holds secrets) goes with the cloud-init state.
+# user-data itself goes with the cloud-init state. Each server then gets its
+# host name and secrets from its own instance user-data
+# (bakery render --stage instance --hostname NAME).
 set -eu
 
 if [ "$(id -u)" -ne 0 ]; then

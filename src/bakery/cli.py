@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import BakeryError, ConfigError, UsageError
+from .plan import STAGES
 
 CONFIG_HELP = "Config file (default: ./bakery.yaml)."
 
@@ -38,7 +39,7 @@ def _common(func):
 
 
 def _stages(func):
-    func = click.option("--stage", "stage", type=click.Choice(["full", "image", "instance"]), default="full", show_default=True,
+    func = click.option("--stage", "stage", type=click.Choice(STAGES), default="full", show_default=True,
                         help="full: one server from a plain image. image: the part baked into an image, the same for "
                              "every server (what `bakery packer` uses). instance: the small per-server part to pass "
                              "when starting a server from that image.")(func)
@@ -111,7 +112,8 @@ def validate(config, target, memory, secrets, stage, hostname):
     rendered = _render(config, target, memory, secrets, stage, hostname)
     data, size = emit(rendered.cloud_config, "yaml")
     check_size(size, "yaml", rendered.plan.target)
-    click.echo(f"{config}: config valid for target {target} ({size} bytes of user-data, limit {rendered.plan.target.userdata_limit})", err=True)
+    stage_note = "" if stage == "full" else f", {stage} stage"
+    click.echo(f"{config}: config valid for target {target} ({size} bytes of user-data{stage_note}, limit {rendered.plan.target.userdata_limit})", err=True)
     if shutil.which("cloud-init"):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "user-data"
