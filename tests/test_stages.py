@@ -279,3 +279,20 @@ def test_prepare_in_the_image_then_first_boot_without_the_network(tmp_path):
     later = server.update("main")  # the admin's own update later on
     assert later.returncode == 0, later.stdout + later.stderr
     assert server.head() == v2 and server.installed() == "2.0"
+
+
+def test_instance_names_what_cloud_init_resets_on_each_new_instance(tmp_path):
+    # cloud-init's mounts, apt and locale modules run again on every new
+    # instance: without these in the instance stage they would undo the
+    # image's swap line in fstab, its apt proxy and its locale.
+    config = variant_config(tmp_path, "search-locale")
+    data = yaml.safe_load(config.read_text())
+    data["network"] = {"apt_proxy": "http://apt-cache.internal:3142"}
+    data["swap"] = "2G"
+    config.write_text(yaml.safe_dump(data))
+    instance = stage_render(config, "instance", "web1").cloud_config
+    assert instance["swap"]["filename"] == "/swapfile" and instance["swap"]["size"] == "2G"
+    assert instance["apt"] == {"proxy": "http://apt-cache.internal:3142"}
+    script = {f["path"]: f["content"] for f in instance["write_files"]}[FIRST_BOOT]
+    assert "update-locale LANG=en_GB.UTF-8" in script
+    assert "timezone" not in instance and "packages" not in instance

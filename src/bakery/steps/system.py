@@ -1,7 +1,7 @@
 """Machine-wide settings cloud-init has modules for: host name, time zone,
 swap, trusted CAs, apt and pip mirrors/proxies, and the final message.
 The host name is per server; the rest is the same on every server and is
-baked into images."""
+baked into images (swap and the apt proxy are named in both stages)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ def build(plan) -> dict:
         out.update(host_name(plan))
     if plan.shared:
         out.update(machine(plan))
+    # Swap and the apt proxy are named in every stage: on each new instance
+    # cloud-init rewrites the fstab lines it owns and the apt proxy file, and
+    # would drop the image's swap file and proxy unless the instance's config
+    # names them too (an existing swap file is kept as it is).
+    if plan.swap_size:
+        out["swap"] = {"filename": "/swapfile", "size": plan.swap_size, "maxsize": plan.swap_size}
+    if plan.apt_proxy:
+        out.setdefault("apt", {})["proxy"] = plan.apt_proxy
     name = plan.fqdn or plan.hostname or "the server"
     out["final_message"] = f"bakery: {name} is ready after $UPTIME seconds (cloud-init $VERSION)."
     return out
@@ -36,8 +44,6 @@ def machine(plan) -> dict:
     out: dict = {}
     if plan.timezone:
         out["timezone"] = plan.timezone
-    if plan.swap_size:
-        out["swap"] = {"filename": "/swapfile", "size": plan.swap_size, "maxsize": plan.swap_size}
     if plan.ca_certs:
         out["ca_certs"] = {"trusted": list(plan.ca_certs)}
     pip_lines = []
@@ -50,6 +56,4 @@ def machine(plan) -> dict:
     if pip_lines:
         out["write_files"] = [{"path": PIP_CONF, "owner": "root:root", "permissions": "0644",
                                "content": "[global]\n" + "\n".join(pip_lines) + "\n"}]
-    if plan.apt_proxy:
-        out.setdefault("apt", {})["proxy"] = plan.apt_proxy
     return out
