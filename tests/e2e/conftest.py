@@ -20,14 +20,18 @@ HOST_TOOLS = ["qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "uns
               "ssh", "ssh-keygen", "git"]
 
 
-def require_tool(name: str) -> None:
-    """Skip without ``name``; under CI=true fail instead, so green means it ran."""
-    if shutil.which(name):
-        return
-    message = f"{name} is not installed"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+try:
+    # The suite's shared helper (tests/conftest.py): same skip/fail rule everywhere.
+    from conftest import require_tool
+except ImportError:
+    def require_tool(name: str) -> None:
+        """Skip without ``name``; under CI=true fail instead, so green means it ran."""
+        if shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])):
+            return
+        message = f"{name} is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

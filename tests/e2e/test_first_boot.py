@@ -1,0 +1,267 @@
+"""Proof by first boot: a real Debian 12 VM boots with the seed that
+``bakery seed`` makes from the main scenario's bakery.yaml, and the server is
+checked from outside: SSH, firewall, cloud-init, HTTPS through nginx, the
+database, supervisor, the update command, and a reboot.
+
+One VM serves the whole module; the tests run in file order, and the ones
+that change the server (update, reboot) come last.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import subprocess
+import time
+from email.utils import parsedate_to_datetime
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from . import scenario
+from .gitserve import GitRepoServer
+from .vm import VMError
+
+pytestmark = pytest.mark.e2e
+
+HOST = scenario.DOMAIN
+APP = scenario.APP
+ENV_FILE = f"{scenario.APP_DIR}/.env"
+THIRTY_DAYS = 30 * 24 * 3600
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    server = GitRepoServer(tmp_path_factory.mktemp("git"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def server(request, boot_vm, ssh_key, repo, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("scenario")
+    config = scenario.write_config(workdir, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url)
+    seed = scenario.make_seed(config, workdir / "seed.iso")
+    vm = boot_vm(seed, scenario.ADMIN)
+    request.addfinalizer(lambda: _report_timings(request, vm))
+    try:
+        vm.wait_ssh(timeout=400)
+        vm.wait_boot_finished(timeout=1500)
+        vm.wait_https(host=HOST, timeout=120)
+    except VMError:
+        vm.dump_logs()
+        raise
+    return vm
+
+
+def _report_timings(request, vm):
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"\nfirst-boot VM ({vm.accel}): seconds since power-on {vm.timings}")
+
+
+def page(vm):
+    response = vm.http("/", host=HOST)
+    assert response.status == 200, response
+    return response.body
+
+
+def wait_for(predicate, timeout=60, interval=2):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return True
+        except (OSError, http.client.HTTPException, AssertionError, VMError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+def gunicorn_pid(vm) -> int:
+    out = vm.ssh(f"sudo -n supervisorctl pid {APP}").stdout.strip()
+    return int(out)
+
+
+def database_url(vm) -> str:
+    text = vm.ssh(f"sudo -n cat {ENV_FILE}").stdout
+    match = re.search(r"^DATABASE_URL=['\"]?([^'\"\n]+)", text, re.M)
+    assert match, text
+    return match.group(1)
+
+
+# --- 1, 2: SSH ---------------------------------------------------------------
+
+def test_admin_ssh_and_passwordless_sudo(server):
+    assert server.ssh("whoami").stdout.strip() == scenario.ADMIN
+    assert server.ssh("sudo -n true").returncode == 0
+
+
+def test_root_login_refused(server):
+    result = server.ssh("whoami", user="root", check=False, timeout=60)
+    assert result.returncode != 0
+    assert "root" not in result.stdout
+
+
+def test_password_login_refused(server):
+    result = subprocess.run(
+        ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+         "-o", "PreferredAuthentications=password,keyboard-interactive",
+         "-o", "PubkeyAuthentication=no", "-p", str(server.ports[22]),
+         f"{scenario.ADMIN}@127.0.0.1", "true"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    # The server offers public keys only.
+    assert "Permission denied (publickey)" in result.stderr, result.stderr
+
+
+def test_sshd_effective_settings_are_hardened(server):
+    effective = server.ssh("sudo -n sshd -T").stdout.lower().splitlines()
+    for line in ("permitrootlogin no", "passwordauthentication no",
+                 "kbdinteractiveauthentication no", "pubkeyauthentication yes",
+                 "permitemptypasswords no", "x11forwarding no"):
+        assert line in effective, line
+
+
+# --- 3: firewall ---------------------------------------------------------------
+
+def test_firewall_allows_exactly_ssh_http_https(server):
+    status = server.ssh("sudo -n ufw status").stdout
+    assert "Status: active" in status, status
+    allowed = {line.split()[0].replace(" (v6)", "") for line in status.splitlines() if " ALLOW " in line}
+    assert allowed == {"22/tcp", "80/tcp", "443/tcp"}, status
+    assert "deny (incoming)" in server.ssh("sudo -n ufw status verbose").stdout
+
+
+# --- 4: cloud-init -------------------------------------------------------------
+
+def test_cloud_init_done_without_errors(server):
+    status = server.ssh("cloud-init status --long", check=False)
+    assert "status: done" in status.stdout, status.stdout + status.stderr
+    result = json.loads(server.ssh("cat /run/cloud-init/result.json").stdout)
+    assert result["v1"]["errors"] == [], result
+
+
+def test_first_boot_log_shows_completion(server):
+    log = server.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
+    assert "bakery first boot finished" in log, log[-2000:]
+    assert "FAILED" not in log, log[-2000:]
+
+
+# --- 5: web --------------------------------------------------------------------
+
+def test_https_page_shows_version_and_database_row(server):
+    response = server.http("/", host=HOST)
+    assert response.status == 200
+    assert response.headers.get("server", "").startswith("nginx")
+    assert "version: 1" in response.body
+    assert "row: hello from the database" in response.body
+
+
+def test_self_signed_certificate_names_the_domain(server):
+    text = server.ssh(
+        f"echo | openssl s_client -connect 127.0.0.1:443 -servername {HOST} 2>/dev/null"
+        " | openssl x509 -noout -subject -issuer"
+    ).stdout
+    subject, issuer = text.strip().splitlines()
+    assert HOST in subject
+    assert subject.split("=", 1)[1] == issuer.split("=", 1)[1]  # self-signed
+
+
+def test_http_redirects_to_https(server):
+    response = server.http("/some/page?x=1", scheme="http", host=HOST)
+    assert response.status == 301
+    assert response.headers["location"] == f"https://{HOST}/some/page?x=1"
+
+
+def test_static_file_served_by_nginx_with_30_day_expiry(server, repo):
+    response = server.http("/static/style.css", host=HOST)
+    assert response.status == 200
+    assert response.body == (repo.worktree / "static" / "style.css").read_text()
+    assert response.headers["cache-control"] == f"max-age={THIRTY_DAYS}"
+    expires = parsedate_to_datetime(response.headers["expires"])
+    served = parsedate_to_datetime(response.headers["date"])
+    assert abs((expires - served).total_seconds() - THIRTY_DAYS) < 5
+
+
+# --- 6: supervisor -------------------------------------------------------------
+
+def test_supervisor_restarts_killed_gunicorn(server):
+    before = gunicorn_pid(server)
+    server.ssh(f"sudo -n kill -9 {before}")
+    assert wait_for(lambda: gunicorn_pid(server) not in (0, before), timeout=30), "gunicorn not restarted"
+    assert wait_for(lambda: "version: 1" in page(server), timeout=30)
+
+
+# --- 7: database and secrets -----------------------------------------------------
+
+def test_env_file_is_private_to_the_app_user(server):
+    mode_owner = server.ssh(f"sudo -n stat -c '%a %U' {ENV_FILE}").stdout.split()
+    assert mode_owner == ["600", scenario.ADMIN]
+
+
+def test_database_user_logs_in_locally_with_env_password(server):
+    url = urlsplit(database_url(server))
+    user, password, name = unquote(url.username), unquote(url.password), url.path.lstrip("/")
+    # The password travels on stdin, never on a command line.
+    result = server.ssh(
+        f'read -r P; MYSQL_PWD="$P" mariadb -u {user} -h localhost -N -e "SELECT text FROM greeting" {name}',
+        input=password + "\n",
+    )
+    assert result.stdout.strip() == "hello from the database"
+    wrong = server.ssh(f'MYSQL_PWD=wrong mariadb -u {user} -h localhost -e "SELECT 1" {name}', check=False)
+    assert wrong.returncode != 0
+
+
+def test_database_user_is_local_only(server):
+    user = unquote(urlsplit(database_url(server)).username)
+    hosts = server.ssh(f"sudo -n mariadb -N -e \"SELECT host FROM mysql.user WHERE user='{user}'\"").stdout.split()
+    assert hosts and set(hosts) <= {"localhost", "127.0.0.1", "::1"}, hosts
+    # And the server does not listen beyond loopback.
+    listening = server.ssh("sudo -n ss -Hltn 'sport = :3306'").stdout
+    addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines()}
+    assert addresses and addresses <= {"127.0.0.1", "[::1]"}, listening
+
+
+# --- 8: the update command -------------------------------------------------------
+
+def test_update_to_a_good_commit(server, repo):
+    repo.write("VERSION", "2\n")
+    repo.commit("version 2", tag="v2")
+    server.ssh(f"sudo -n {APP}-update v2", timeout=600)
+    assert wait_for(lambda: "version: 2" in page(server), timeout=60)
+    assert "row: hello from the database" in page(server)
+
+
+def test_update_to_a_broken_commit_keeps_old_version_serving(server, repo):
+    repo.write("VERSION", "3\n")
+    repo.write("requirements.txt", (repo.worktree / "requirements.txt").read_text()
+               + "bakery-e2e-no-such-package==0.0.0\n")
+    repo.commit("version 3 with a requirement that cannot be installed", tag="v3")
+    result = server.ssh(f"sudo -n {APP}-update v3", check=False, timeout=900)
+    assert result.returncode != 0, result.stdout
+    assert "version: 2" in page(server)
+    status = server.ssh(f"sudo -n supervisorctl status {APP}").stdout
+    assert "RUNNING" in status, status
+
+
+# --- 9: reboot -------------------------------------------------------------------
+
+def test_after_reboot_everything_holds_and_first_boot_does_not_rerun(server):
+    server.reboot(timeout=400)
+    started = server.elapsed()
+    assert wait_for(lambda: server.http("/", host=HOST).status == 200, timeout=300)
+    server.timings["reboot-https"] = round(server.timings["reboot-ssh"] + server.elapsed() - started, 1)
+    assert "version: 2" in page(server)
+    assert "row: hello from the database" in page(server)
+    assert "Status: active" in server.ssh("sudo -n ufw status").stdout
+    assert "RUNNING" in server.ssh(f"sudo -n supervisorctl status {APP}").stdout
+    log = server.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
+    assert log.count("bakery first boot starting") == 1, log[-2000:]
+    assert server.ssh("ls /var/lib/cloud/instances").stdout.split().__len__() == 1
+    test_sshd_effective_settings_are_hardened(server)
+    test_cloud_init_done_without_errors(server)
