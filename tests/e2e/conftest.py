@@ -16,6 +16,9 @@ import pytest
 from .image import ensure_image
 from .vm import VM, generate_ssh_key
 
+# Every guest this run started, for the timings in the terminal summary.
+STARTED: list[VM] = []
+
 HOST_TOOLS = ["qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "unshare",
               "ssh", "ssh-keygen", "git"]
 
@@ -68,6 +71,7 @@ def boot_vm(base_image, ssh_key, tmp_path_factory):
             previous.stop()
         vm = VM(base_image, tmp_path_factory.mktemp("vm"), seed, ssh_key, user, tuple(extra_ports))
         started.append(vm)
+        STARTED.append(vm)
         vm.start()
         return vm
 
@@ -88,3 +92,11 @@ def pytest_runtest_makereport(item, call):
             value.dump_logs(logs)
             report.sections.append(("guest logs", logs.getvalue()))
             report.sections.append(("phase timings (s since power-on)", repr(value.timings)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not STARTED:
+        return
+    terminalreporter.section("VM phase timings (seconds since power-on)")
+    for vm in STARTED:
+        terminalreporter.write_line(f"{vm.workdir.name} ({vm.accel}): {vm.timings}")

@@ -39,12 +39,11 @@ def repo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(request, boot_vm, ssh_key, repo, tmp_path_factory):
+def server(boot_vm, ssh_key, repo, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("scenario")
     config = scenario.write_config(workdir, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url)
     seed = scenario.make_seed(config, workdir / "seed.iso")
     vm = boot_vm(seed, scenario.ADMIN)
-    request.addfinalizer(lambda: _report_timings(request, vm))
     try:
         vm.wait_ssh(timeout=400)
         vm.wait_boot_finished(timeout=1500)
@@ -53,12 +52,6 @@ def server(request, boot_vm, ssh_key, repo, tmp_path_factory):
         vm.dump_logs()
         raise
     return vm
-
-
-def _report_timings(request, vm):
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\nfirst-boot VM ({vm.accel}): seconds since power-on {vm.timings}")
 
 
 def page(vm):
