@@ -35,11 +35,17 @@ def mysql_string(value) -> str:
     return "'" + text + "'"
 
 
-def mysql_ident(value) -> str:
+def _sql_ident(value, quote: str) -> str:
+    """Identifiers are restricted by the schema to [A-Za-z0-9_]; quoting them
+    anyway keeps reserved words (e.g. a database called `order`) working."""
     text = str(value)
     if not re.fullmatch(r"[A-Za-z0-9_]+", text):
         raise UnsafeValue(f"not a safe SQL identifier: {text!r}")
-    return "`" + text + "`"
+    return quote + text + quote
+
+
+def mysql_ident(value) -> str:
+    return _sql_ident(value, "`")
 
 
 def pg_string(value) -> str:
@@ -51,10 +57,7 @@ def pg_string(value) -> str:
 
 
 def pg_ident(value) -> str:
-    text = str(value)
-    if not re.fullmatch(r"[A-Za-z0-9_]+", text):
-        raise UnsafeValue(f"not a safe SQL identifier: {text!r}")
-    return '"' + text + '"'
+    return _sql_ident(value, '"')
 
 
 def dotenv_value(value) -> str:
