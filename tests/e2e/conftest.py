@@ -87,7 +87,7 @@ def pytest_runtest_makereport(item, call):
     if report.when != "call" or not report.failed:
         return
     for value in getattr(item, "funcargs", {}).values():
-        if isinstance(value, VM) and value._process is not None:
+        if isinstance(value, VM) and value.running:
             logs = io.StringIO()
             value.dump_logs(logs)
             report.sections.append(("guest logs", logs.getvalue()))

@@ -88,10 +88,6 @@ RECIPE = {
     "size": IMAGE_SIZE,
 }
 
-# Host tools the build and the boot need; all are Debian packages.
-HOST_PACKAGES = ["debootstrap", "e2fsprogs", "qemu-system-x86", "qemu-utils", "openssh-client", "git"]
-
-
 @dataclass(frozen=True)
 class BaseImage:
     """A built image: raw disk plus the kernel and initrd to boot it with."""

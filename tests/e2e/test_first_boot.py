@@ -256,6 +256,6 @@ def test_after_reboot_everything_holds_and_first_boot_does_not_rerun(server):
     assert "RUNNING" in server.ssh(f"sudo -n supervisorctl status {APP}").stdout
     log = server.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
     assert log.count("bakery first boot starting") == 1, log[-2000:]
-    assert server.ssh("ls /var/lib/cloud/instances").stdout.split().__len__() == 1
+    assert len(server.ssh("ls /var/lib/cloud/instances").stdout.split()) == 1
     test_sshd_effective_settings_are_hardened(server)
     test_cloud_init_done_without_errors(server)

@@ -159,6 +159,10 @@ class VM:
             stdout=open(self.workdir / "qemu.out", "wb"), stderr=subprocess.STDOUT,
         )
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def elapsed(self) -> float:
         return time.monotonic() - self._started
 
@@ -168,7 +172,7 @@ class VM:
         return self.timings[phase]
 
     def _check_alive(self) -> None:
-        if self._process is None or self._process.poll() is not None:
+        if not self.running:
             raise VMError(f"QEMU exited; console tail:\n{self.console_tail()}")
 
     # --- SSH -----------------------------------------------------------------
