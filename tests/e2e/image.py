@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,13 @@ def _build(target: Path, log) -> None:
     (target / "recipe.json").write_text(json.dumps(RECIPE, indent=2, sort_keys=True) + "\n")
 
 
+def _remove_stale_builds(root: Path, max_age: float = 3 * 3600) -> None:
+    """Drop temporary folders of builds that were killed (a live build is younger)."""
+    for leftover in root.glob(".build-*"):
+        if time.time() - leftover.stat().st_mtime > max_age:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def ensure_image(log=None) -> BaseImage:
     """Return the cached image for the current recipe, building it if missing."""
     root = cache_root()
@@ -195,6 +203,7 @@ def ensure_image(log=None) -> BaseImage:
     if image.disk.exists():
         return image
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(root)
     temporary = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
     log = log or sys.stderr
     try:
