@@ -211,10 +211,10 @@ def _check_variables(builder: Builder, template: str, variables: Mapping[str, Va
             )
         if name not in declared:
             close = difflib.get_close_matches(name, declared, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UsageError(
-                f"the {builder.name} template has no variable '{name}'{hint} "
-                f"Its variables: {', '.join(sorted(set(declared) - SECRET_VARIABLES))}"
+                f"the {builder.name} template has no variable '{name}'{hint}; "
+                f"its variables: {', '.join(sorted(set(declared) - SECRET_VARIABLES))}"
             )
     missing = sorted(name for name, has_default in declared.items() if not has_default and name not in variables)
     if missing:
