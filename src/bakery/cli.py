@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import BakeryError, ConfigError, UsageError
-from .plan import STAGES
+from .stages import STAGES
 
 CONFIG_HELP = "Config file (default: ./bakery.yaml)."
 

@@ -16,6 +16,7 @@ from . import keys as sshkeys
 from .errors import ConfigError, Problem, UsageError
 from .loader import Document
 from .secrets_store import SecretStore
+from .stages import STAGES
 from .targets import Target
 
 # Variables the login shell or bakery's scripts own; exporting them from
@@ -25,11 +26,6 @@ RESERVED_ENVIRONMENT = frozenset({"_", "PATH", "HOME", "USER", "LOGNAME", "SHELL
                                   "VIRTUAL_ENV", "PYTHONHOME"})
 ELASTICSEARCH_MIN_MIB = 2048  # the tutorial's rule: Elasticsearch needs more than 2 GB
 
-# What a render covers. "full" is one server configured from a plain image.
-# "image" is the part that is the same on every server (baked with Packer);
-# "instance" is the part that must differ per server (host name, secrets,
-# certificate), passed when a server is started from that image.
-STAGES = ("full", "image", "instance")
 HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 

@@ -115,9 +115,31 @@ def environment():
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        bytecode_cache=_bytecode_cache(jinja2),
     )
     env.filters.update(FILTERS)
     return env
+
+
+def _bytecode_cache(jinja2):
+    """Compiled templates kept in the user's cache folder: compiling them is
+    the largest part of a render. Jinja keys each entry on the template's
+    source, so an edited template is recompiled. Without a writable cache
+    folder templates are simply compiled every time."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = Path(base) / "bakery" / "templates"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Probe: Jinja does not handle a folder it cannot write to.
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(folder))
 
 
 def render(template: str, **context) -> str:
