@@ -1,9 +1,11 @@
-"""The main end-to-end scenario: the bakery.yaml the VM test and the
-first-boot benchmark deploy, and the seed made from it by bakery's own CLI.
+"""The end-to-end scenarios: the bakery.yaml files the VM tests and the
+first-boot benchmark deploy, and the seeds made from them by bakery's own CLI.
 
-The server it describes is the production stack (MariaDB, the fixture app in
-a venv under gunicorn and supervisor, nginx with a self-signed certificate,
-ufw, hardened sshd), cloning the fixture app from the host's git server.
+The main scenario is the production stack (MariaDB, the fixture app in a venv
+under gunicorn and supervisor, nginx with a self-signed certificate, ufw,
+hardened sshd), cloning the fixture app from the host's git server. The
+Raspberry-Pi-style variant is the same app for the ``raspberry-pi`` target:
+SQLite, no nginx, gunicorn listening on its own port, admin user ``pi``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ APP = "fixture"
 DOMAIN = "fixture.example.test"
 APP_DIR = f"/home/{ADMIN}/{APP}"
 
+PI_TARGET = "raspberry-pi"
+PI_ADMIN = "pi"
+PI_APP_PORT = 8000
+PI_APP_DIR = f"/home/{PI_ADMIN}/{APP}"
+
 
 def host_ca_certs() -> list[str]:
     """CA certificates this host trusts beyond the distribution's; a guest
@@ -30,9 +37,9 @@ def host_ca_certs() -> list[str]:
     return [str(path) for path in sorted(HOST_CA_DIR.glob("*.crt"))]
 
 
-def scenario_config(public_key: str, repo_url: str) -> dict:
+def scenario_config(public_key: str, repo_url: str, admin: str = ADMIN) -> dict:
     config = {
-        "admin": {"name": ADMIN, "ssh_keys": [public_key]},
+        "admin": {"name": admin, "ssh_keys": [public_key]},
         "host": {"hostname": "fixture", "domain": "example.test"},
         "database": {"engine": "mysql"},
         "app": {
@@ -55,9 +62,22 @@ def scenario_config(public_key: str, repo_url: str) -> dict:
     return config
 
 
-def write_config(directory: Path, public_key: str, repo_url: str) -> Path:
+def pi_config(public_key: str, repo_url: str) -> dict:
+    """The Raspberry-Pi-style variant: what the ``raspberry-pi`` target
+    defaults to, spelled out so the test does not depend on the defaults."""
+    config = scenario_config(public_key, repo_url, admin=PI_ADMIN)
+    config["database"] = {"engine": "sqlite"}
+    config["app"]["port"] = PI_APP_PORT
+    config["app"]["workers"] = 1
+    config["web"] = {"nginx": False}
+    config["firewall"] = {"enabled": True}
+    return config
+
+
+def write_config(directory: Path, public_key: str, repo_url: str, *, pi: bool = False) -> Path:
     path = directory / "bakery.yaml"
-    path.write_text(yaml.safe_dump(scenario_config(public_key, repo_url), sort_keys=False))
+    config = (pi_config if pi else scenario_config)(public_key, repo_url)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
@@ -69,6 +89,6 @@ def bakery(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=True)
 
 
-def make_seed(config: Path, output: Path) -> Path:
-    bakery("seed", "-c", str(config), "--target", "generic", "-o", str(output))
+def make_seed(config: Path, output: Path, target: str = "generic") -> Path:
+    bakery("seed", "-c", str(config), "--target", target, "-o", str(output))
     return output

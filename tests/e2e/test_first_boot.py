@@ -9,11 +9,9 @@ that change the server (update, reboot) come last.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import subprocess
-import time
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
 
@@ -21,7 +19,7 @@ import pytest
 
 from . import scenario
 from .gitserve import GitRepoServer
-from .vm import VMError
+from .vm import VMError, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -58,19 +56,6 @@ def page(vm):
     response = vm.http("/", host=HOST)
     assert response.status == 200, response
     return response.body
-
-
-def wait_for(predicate, timeout=60, interval=2):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return True
-        except (OSError, http.client.HTTPException, AssertionError, VMError):
-            pass
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
 
 
 def gunicorn_pid(vm) -> int:

@@ -47,6 +47,21 @@ class VMError(RuntimeError):
     """The guest did not reach a state in time, or QEMU died."""
 
 
+def wait_for(predicate, timeout: float = 60, interval: float = 2) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` passes (False);
+    a failed request, command or assertion counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return True
+        except (OSError, http.client.HTTPException, AssertionError, VMError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -225,10 +240,11 @@ class VM:
     # --- HTTP ----------------------------------------------------------------
 
     def http(self, path: str = "/", *, scheme: str = "https", host: str | None = None,
-             timeout: float = 30) -> HttpResponse:
-        """One request to the forwarded guest port; redirects are not followed,
-        the self-signed certificate is not verified."""
-        port = self.ports[443 if scheme == "https" else 80]
+             port: int | None = None, timeout: float = 30) -> HttpResponse:
+        """One request to the forwarded guest port (``port``, else 443 or 80 by
+        scheme); redirects are not followed, the self-signed certificate is not
+        verified."""
+        port = self.ports[port or (443 if scheme == "https" else 80)]
         if scheme == "https":
             context = ssl.create_default_context()
             context.check_hostname = False
@@ -246,8 +262,14 @@ class VM:
             connection.close()
 
     def wait_https(self, path: str = "/", timeout: float = 300, host: str | None = None) -> float:
-        self._wait(lambda: self.http(path, host=host).status == 200, f"HTTPS 200 on {path}", timeout)
-        return self.mark("https")
+        return self.wait_http(path, timeout, host, scheme="https")
+
+    def wait_http(self, path: str = "/", timeout: float = 300, host: str | None = None, *,
+                  scheme: str = "http", port: int | None = None) -> float:
+        """Wait for a 200 on ``path``; the phase is recorded under the scheme's name."""
+        self._wait(lambda: self.http(path, scheme=scheme, host=host, port=port).status == 200,
+                   f"{scheme.upper()} 200 on {path}", timeout)
+        return self.mark(scheme)
 
     # --- lifecycle -----------------------------------------------------------
 

@@ -1,0 +1,176 @@
+"""The Raspberry-Pi-style variant, booted for real: the seed that ``bakery seed
+--target raspberry-pi`` makes (SQLite, no nginx, gunicorn listening on its own
+port with one worker, admin user ``pi``, avahi) on the same amd64 Debian 12
+image as the main scenario, since what differs is the configuration, not the
+CPU. The server is checked from outside: SSH, firewall, cloud-init, the app
+answering straight from gunicorn with a row read from SQLite, supervisor, and
+the ``.env`` file.
+
+One VM serves the whole module and is not rebooted; the test that kills
+gunicorn comes last.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from . import scenario
+from .gitserve import GitRepoServer
+from .vm import VMError, wait_for
+
+pytestmark = pytest.mark.e2e
+
+APP = scenario.APP
+ADMIN = scenario.PI_ADMIN
+PORT = scenario.PI_APP_PORT
+ENV_FILE = f"{scenario.PI_APP_DIR}/.env"
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    server = GitRepoServer(tmp_path_factory.mktemp("git"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def server(boot_vm, ssh_key, repo, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pi-variant")
+    config = scenario.write_config(workdir, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
+                                   pi=True)
+    seed = scenario.make_seed(config, workdir / "seed.iso", target=scenario.PI_TARGET)
+    vm = boot_vm(seed, ADMIN, extra_ports=(PORT,))
+    try:
+        vm.wait_ssh(timeout=400)
+        vm.wait_boot_finished(timeout=1500)
+        vm.wait_http(port=PORT, timeout=120)
+    except VMError:
+        vm.dump_logs()
+        raise
+    return vm
+
+
+def page(vm):
+    response = vm.http("/", scheme="http", port=PORT)
+    assert response.status == 200, response
+    return response.body
+
+
+def gunicorn_master(vm) -> int:
+    return int(vm.ssh(f"sudo -n supervisorctl pid {APP}").stdout.strip())
+
+
+def database_path(vm) -> str:
+    text = vm.ssh(f"sudo -n cat {ENV_FILE}").stdout
+    match = re.search(r"^DATABASE_URL=['\"]?sqlite:///([^'\"\n]+)", text, re.M)
+    assert match, text
+    return match.group(1)
+
+
+# --- SSH ---------------------------------------------------------------------------
+
+def test_pi_ssh_and_passwordless_sudo(server):
+    assert server.ssh("whoami").stdout.strip() == ADMIN
+    assert server.ssh("sudo -n true").returncode == 0
+
+
+def test_root_login_refused(server):
+    result = server.ssh("whoami", user="root", check=False, timeout=60)
+    assert result.returncode != 0
+    assert "root" not in result.stdout
+
+
+def test_password_login_refused(server):
+    result = subprocess.run(
+        ["ssh", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+         "-o", "PreferredAuthentications=password,keyboard-interactive",
+         "-o", "PubkeyAuthentication=no", "-p", str(server.ports[22]),
+         f"{ADMIN}@127.0.0.1", "true"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Permission denied (publickey)" in result.stderr, result.stderr
+
+
+# --- firewall -------------------------------------------------------------------------
+
+def test_firewall_allows_exactly_ssh_and_the_app_port(server):
+    status = server.ssh("sudo -n ufw status").stdout
+    assert "Status: active" in status, status
+    allowed = {line.split()[0] for line in status.splitlines() if " ALLOW " in line}
+    assert allowed == {"22/tcp", f"{PORT}/tcp"}, status
+    assert "deny (incoming)" in server.ssh("sudo -n ufw status verbose").stdout
+
+
+# --- cloud-init -----------------------------------------------------------------------
+
+def test_cloud_init_done_without_errors(server):
+    status = server.ssh("cloud-init status --long", check=False)
+    assert "status: done" in status.stdout, status.stdout + status.stderr
+    result = json.loads(server.ssh("cat /run/cloud-init/result.json").stdout)
+    assert result["v1"]["errors"] == [], result
+    log = server.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
+    assert "bakery first boot finished" in log, log[-2000:]
+
+
+# --- the app, straight from gunicorn ------------------------------------------------------
+
+def test_page_served_by_gunicorn_with_row_from_sqlite(server):
+    response = server.http("/", scheme="http", port=PORT)
+    assert response.status == 200
+    assert response.headers.get("server", "").startswith("gunicorn"), response.headers
+    assert "version: 1" in response.body
+    assert "row: hello from the database" in response.body
+
+
+def test_no_nginx_and_no_database_server(server):
+    for package in ("nginx", "default-mysql-server", "mariadb-server"):
+        assert server.ssh(f"dpkg -s {package}", check=False).returncode != 0, package
+    listening = server.ssh("sudo -n ss -Hltn").stdout
+    assert not re.search(r":(80|443|3306)\s", listening), listening
+    # gunicorn itself listens on every address, on the app port.
+    assert re.search(rf"(0\.0\.0\.0|\*):{PORT}\s", listening), listening
+
+
+def test_database_is_the_sqlite_file_from_env(server):
+    path = database_path(server)
+    assert path == f"{scenario.PI_APP_DIR}/{APP}.db"
+    rows = server.ssh(f"sqlite3 {path} 'SELECT text FROM greeting'").stdout
+    assert rows.strip() == "hello from the database"
+    assert server.ssh(f"stat -c %U {path}").stdout.strip() == ADMIN
+
+
+def test_env_file_is_private_to_the_app_user(server):
+    mode_owner = server.ssh(f"sudo -n stat -c '%a %U' {ENV_FILE}").stdout.split()
+    assert mode_owner == ["600", ADMIN]
+
+
+def test_gunicorn_runs_exactly_one_worker(server):
+    master = gunicorn_master(server)
+    workers = server.ssh(f"pgrep -P {master}", check=False).stdout.split()
+    assert len(workers) == 1, workers
+    args = server.ssh(f"tr '\\0' ' ' < /proc/{master}/cmdline").stdout.split()
+    assert args[args.index("-w") + 1] == "1", args
+
+
+# --- Raspberry Pi target ------------------------------------------------------------------
+
+def test_avahi_installed_and_pi_groups(server):
+    assert server.ssh("dpkg -s avahi-daemon", check=False).returncode == 0
+    groups = server.ssh("id -nG").stdout.split()
+    assert {"sudo", "gpio", "i2c", "spi", "dialout"} <= set(groups), groups
+    assert server.ssh("systemctl is-enabled ssh").stdout.strip() == "enabled"
+
+
+# --- supervisor (last: it restarts the app) -----------------------------------------------
+
+def test_supervisor_restarts_killed_gunicorn(server):
+    before = gunicorn_master(server)
+    server.ssh(f"sudo -n kill -9 {before}")
+    assert wait_for(lambda: gunicorn_master(server) not in (0, before), timeout=30), "gunicorn not restarted"
+    assert wait_for(lambda: "row: hello from the database" in page(server), timeout=30)
