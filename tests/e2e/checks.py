@@ -1,10 +1,15 @@
 """Checks both booted scenarios make from outside the guest: logins refused,
-the firewall's open ports, and cloud-init's result."""
+the firewall's open ports, cloud-init's result, and supervisor bringing a
+killed gunicorn back."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
+
+from .guest import wait_for
 
 
 def assert_root_login_refused(server) -> None:
@@ -40,3 +45,38 @@ def assert_cloud_init_done(server) -> None:
     assert "status: done" in status.stdout, status.stdout + status.stderr
     result = json.loads(server.ssh("cat /run/cloud-init/result.json").stdout)
     assert result["v1"]["errors"] == [], result
+
+
+def gunicorn_master(server, program: str) -> int:
+    return int(server.ssh(f"sudo -n supervisorctl pid {program}").stdout.strip())
+
+
+def served_by_current_master(server, program: str, port: int) -> bool:
+    """True when the app's port is held only by supervisor's current gunicorn
+    master and its workers.
+
+    Workers of a master killed with SIGKILL live on (re-parented) and keep the
+    listening socket, and serving, until they notice, which takes gunicorn up
+    to half its worker timeout; the new master only gets the port after that.
+    """
+    master = gunicorn_master(server, program)
+    if master == 0:
+        return False
+    listeners = server.ssh(f"sudo -n ss -Hltnp 'sport = :{port}'").stdout
+    holders = {int(pid) for pid in re.findall(r"pid=(\d+)", listeners)}
+    workers = {int(pid) for pid in server.ssh(f"pgrep -P {master}", check=False).stdout.split()}
+    return bool(holders) and master in holders and holders <= {master} | workers
+
+
+def assert_supervisor_restarts_killed_gunicorn(server, program: str, port: int, page_ok) -> float:
+    """Kill the gunicorn master with SIGKILL; supervisor must start a new one
+    that takes over the port and serves. Returns the seconds the takeover took."""
+    before = gunicorn_master(server, program)
+    started = time.monotonic()
+    server.ssh(f"sudo -n kill -9 {before}")
+    assert wait_for(lambda: gunicorn_master(server, program) not in (0, before), timeout=30), \
+        "gunicorn not restarted"
+    assert wait_for(lambda: served_by_current_master(server, program, port), timeout=60, interval=1), \
+        server.ssh(f"sudo -n ss -Hltnp 'sport = :{port}'; ps -ef | grep [g]unicorn", check=False).stdout
+    assert wait_for(page_ok, timeout=30)
+    return round(time.monotonic() - started, 1)

@@ -1,7 +1,13 @@
 """Fixtures for the end-to-end tests: host tool checks, the cached base image,
-a per-run SSH key, and a VM factory that always powers its guests off.
+a per-run SSH key, and a guest factory for both tiers that always powers its
+guests off.
 
-When a test that used a VM fails, the guest's cloud-init and first-boot logs
+A module picks its tiers by parametrizing its guest fixture with ``tier``
+values: ``"container"`` (systemd-nspawn, seconds to minutes) and ``"vm"``
+(QEMU, the test of record). The tier is part of each test's id, so
+``-k container`` runs the fast tier alone.
+
+When a test that used a guest fails, the guest's cloud-init and first-boot logs
 are attached to the failure report, so a red run explains itself.
 """
 
@@ -13,14 +19,19 @@ import shutil
 
 import pytest
 
+from .container import Container
+from .guest import Guest, generate_ssh_key
 from .image import ensure_image
-from .vm import VM, generate_ssh_key
+from .vm import VM
 
 # Every guest this run started, for the timings in the terminal summary.
-STARTED: list[VM] = []
+STARTED: list[Guest] = []
 
-HOST_TOOLS = ["qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "unshare",
-              "ssh", "ssh-keygen", "git"]
+HOST_TOOLS = ["debootstrap", "mkfs.ext4", "unshare", "ssh", "ssh-keygen", "git"]
+TIERS = {
+    "vm": (VM, ["qemu-system-x86_64", "qemu-img"]),
+    "container": (Container, ["systemd-nspawn", "slirp4netns", "ip", "mount"]),
+}
 
 
 try:
@@ -59,25 +70,29 @@ def ssh_key(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def boot_vm(base_image, ssh_key, tmp_path_factory):
-    """Start a VM from a seed: ``boot_vm(seed, user, extra_ports=())``.
+def boot_guest(base_image, ssh_key, tmp_path_factory):
+    """Start a guest from a seed ISO: ``boot_guest(seed, user, tier="vm", extra_ports=())``.
 
-    Guests run one at a time (2 cores); each is stopped when its module ends.
+    Guests run one at a time (2 cores): booting one stops the module's
+    earlier ones, and all are stopped when the module ends.
     """
-    started: list[VM] = []
+    started: list[Guest] = []
 
-    def boot(seed, user, extra_ports=()):
+    def boot(seed, user, tier="vm", extra_ports=()):
+        kind, tools = TIERS[tier]
+        for tool in tools:
+            require_tool(tool)
         for previous in started:
             previous.stop()
-        vm = VM(base_image, tmp_path_factory.mktemp("vm"), seed, ssh_key, user, tuple(extra_ports))
-        started.append(vm)
-        STARTED.append(vm)
-        vm.start()
-        return vm
+        guest = kind(base_image, tmp_path_factory.mktemp(tier), seed, ssh_key, user, tuple(extra_ports))
+        started.append(guest)
+        STARTED.append(guest)
+        guest.start()
+        return guest
 
     yield boot
-    for vm in started:
-        vm.stop()
+    for guest in started:
+        guest.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -87,7 +102,7 @@ def pytest_runtest_makereport(item, call):
     if report.when != "call" or not report.failed:
         return
     for value in getattr(item, "funcargs", {}).values():
-        if isinstance(value, VM) and value.running:
+        if isinstance(value, Guest) and value.running:
             logs = io.StringIO()
             value.dump_logs(logs)
             report.sections.append(("guest logs", logs.getvalue()))
@@ -97,6 +112,13 @@ def pytest_runtest_makereport(item, call):
 def pytest_terminal_summary(terminalreporter):
     if not STARTED:
         return
-    terminalreporter.section("VM phase timings (seconds since power-on)")
-    for vm in STARTED:
-        terminalreporter.write_line(f"{vm.workdir.name} ({vm.accel}): {vm.timings}")
+    terminalreporter.section("guest phase timings (seconds since power-on)")
+    for guest in STARTED:
+        terminalreporter.write_line(f"{guest.workdir.name} ({guest.accel}): {guest.timings}")
+
+
+@pytest.fixture(scope="module")
+def tier(request):
+    """The guest tier a module runs under; modules give it with
+    ``pytest.mark.parametrize("tier", [...], indirect=True, scope="module")``."""
+    return request.param

@@ -16,7 +16,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .vm import free_port
+from .guest import free_port
 
 FIXTURE_APP = Path(__file__).resolve().parent / "fixture_app"
 GUEST_HOST_ADDRESS = "10.0.2.2"

@@ -24,6 +24,7 @@ ADMIN = "admin"
 APP = "fixture"
 DOMAIN = "fixture.example.test"
 APP_DIR = f"/home/{ADMIN}/{APP}"
+APP_PORT = 8000  # bakery's default: gunicorn on 127.0.0.1, behind nginx
 
 PI_TARGET = "raspberry-pi"
 PI_ADMIN = "pi"

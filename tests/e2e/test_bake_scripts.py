@@ -11,7 +11,7 @@ import yaml
 from bakery.outputs.seed import meta_data
 from bakery.resources import data_path
 
-from .vm import generate_ssh_key, make_seed_iso
+from .guest import generate_ssh_key, make_seed_iso
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +41,13 @@ def upload(vm, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def bake_vm(boot_vm, ssh_key, tmp_path_factory):
+def bake_vm(boot_guest, ssh_key, tmp_path_factory):
     public_key = ssh_key.with_suffix(".pub").read_text().strip()
     seed = make_seed_iso(tmp_path_factory.mktemp("seed") / "seed.iso", {
         "user-data": user_data(public_key),
         "meta-data": meta_data("bake-1", "bake"),
     })
-    vm = boot_vm(seed, "baker")
+    vm = boot_guest(seed, "baker")
     vm.wait_ssh()
     return vm
 
@@ -102,13 +102,13 @@ def test_clean_up_removes_per_instance_state(bake_vm, tmp_path):
     assert "status: done" in status
 
 
-def test_wait_script_fails_the_build_when_cloud_init_failed(boot_vm, ssh_key, tmp_path):
+def test_wait_script_fails_the_build_when_cloud_init_failed(boot_guest, ssh_key, tmp_path):
     public_key = ssh_key.with_suffix(".pub").read_text().strip()
     seed = make_seed_iso(tmp_path / "seed.iso", {
         "user-data": user_data(public_key, runcmd=[["sh", "-c", "echo broken step >&2; exit 3"]]),
         "meta-data": meta_data("bake-broken-1", "broken"),
     })
-    vm = boot_vm(seed, "baker")
+    vm = boot_guest(seed, "baker")
     vm.wait_ssh()
     result = vm.ssh(f"sh {upload(vm, 'wait-for-cloud-init.sh')}", check=False, timeout=1500)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -1,18 +1,22 @@
-"""Smoke test of the VM harness itself: a hand-written minimal cloud-config
-(one user with the test key) boots, cloud-init finishes, and SSH works."""
+"""Smoke test of the harness itself, in both tiers: a hand-written minimal
+cloud-config (one user with the test key) boots, cloud-init finishes, and SSH
+works."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from .vm import make_seed_iso
+from .guest import make_seed_iso
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.parametrize("tier", ["container", "vm"], indirect=True, scope="module"),
+]
 
 
 @pytest.fixture(scope="module")
-def smoke_vm(boot_vm, ssh_key, tmp_path_factory):
+def smoke_vm(tier, boot_guest, ssh_key, tmp_path_factory):
     public_key = ssh_key.with_suffix(".pub").read_text().strip()
     user_data = "#cloud-config\n" + yaml.safe_dump({
         "users": [{
@@ -28,7 +32,7 @@ def smoke_vm(boot_vm, ssh_key, tmp_path_factory):
         "user-data": user_data.encode(),
         "meta-data": b"instance-id: smoke-1\nlocal-hostname: smoke\n",
     })
-    vm = boot_vm(seed, "smoke")
+    vm = boot_guest(seed, "smoke", tier=tier)
     vm.wait_ssh()
     vm.wait_boot_finished()
     return vm

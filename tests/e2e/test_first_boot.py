@@ -1,10 +1,12 @@
-"""Proof by first boot: a real Debian 12 VM boots with the seed that
+"""Proof by first boot: a real Debian 12 guest boots with the seed that
 ``bakery seed`` makes from the main scenario's bakery.yaml, and the server is
 checked from outside: SSH, firewall, cloud-init, HTTPS through nginx, the
 database, supervisor, the update command, and a reboot.
 
-One VM serves the whole module; the tests run in file order, and the ones
-that change the server (update, reboot) come last.
+It runs in both tiers: first in a systemd-nspawn container (a couple of
+minutes), then in the QEMU VM, the test of record. One guest per tier serves
+the whole module; the tests run in file order, and the ones that change the
+server (update, reboot) come last. Each tier gets its own git repository.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import pytest
 
 from . import checks, scenario
 from .gitserve import GitRepoServer
-from .vm import VMError, wait_for
+from .guest import GuestError, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.parametrize("tier", ["container", "vm"], indirect=True, scope="module"),
+]
 
 HOST = scenario.DOMAIN
 APP = scenario.APP
@@ -28,23 +33,23 @@ THIRTY_DAYS = 30 * 24 * 3600
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(tier, tmp_path_factory):
     server = GitRepoServer(tmp_path_factory.mktemp("git"))
     yield server
     server.close()
 
 
 @pytest.fixture(scope="module")
-def server(boot_vm, ssh_key, repo, tmp_path_factory):
+def server(tier, boot_guest, ssh_key, repo, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("scenario")
     config = scenario.write_config(workdir, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url)
     seed = scenario.make_seed(config, workdir / "seed.iso")
-    vm = boot_vm(seed, scenario.ADMIN)
+    vm = boot_guest(seed, scenario.ADMIN, tier=tier)
     try:
         vm.wait_ssh(timeout=400)
         vm.wait_boot_finished(timeout=1500)
         vm.wait_https(host=HOST, timeout=120)
-    except VMError:
+    except GuestError:
         vm.dump_logs()
         raise
     return vm
@@ -54,11 +59,6 @@ def page(vm):
     response = vm.http("/", host=HOST)
     assert response.status == 200, response
     return response.body
-
-
-def gunicorn_pid(vm) -> int:
-    out = vm.ssh(f"sudo -n supervisorctl pid {APP}").stdout.strip()
-    return int(out)
 
 
 def database_url(vm) -> str:
@@ -148,10 +148,8 @@ def test_static_file_served_by_nginx_with_30_day_expiry(server, repo):
 # --- 6: supervisor -------------------------------------------------------------
 
 def test_supervisor_restarts_killed_gunicorn(server):
-    before = gunicorn_pid(server)
-    server.ssh(f"sudo -n kill -9 {before}")
-    assert wait_for(lambda: gunicorn_pid(server) not in (0, before), timeout=30), "gunicorn not restarted"
-    assert wait_for(lambda: "version: 1" in page(server), timeout=30)
+    server.timings["gunicorn-takeover"] = checks.assert_supervisor_restarts_killed_gunicorn(
+        server, APP, scenario.APP_PORT, lambda: "version: 1" in page(server))
 
 
 # --- 7: database and secrets -----------------------------------------------------
