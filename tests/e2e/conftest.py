@@ -3,9 +3,9 @@ a per-run SSH key, and a guest factory for both tiers that always powers its
 guests off.
 
 A module picks its tiers by parametrizing its guest fixture with ``tier``
-values: ``"container"`` (systemd-nspawn, seconds to minutes) and ``"vm"``
-(QEMU, the test of record). The tier is part of each test's id, so
-``-k container`` runs the fast tier alone.
+values (see ``tiers``): ``"container"`` (systemd-nspawn, seconds to minutes)
+and ``"vm"`` (QEMU, the test of record). The tier is part of each test's id,
+so ``-k container`` runs the fast tier alone.
 
 When a test that used a guest fails, the guest's cloud-init and first-boot logs
 are attached to the failure report, so a red run explains itself.
@@ -115,6 +115,13 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("guest phase timings (seconds since power-on)")
     for guest in STARTED:
         terminalreporter.write_line(f"{guest.workdir.name} ({guest.accel}): {guest.timings}")
+
+
+def tiers(*, vm: bool) -> list[str]:
+    """The tiers a module runs in: always the container; the VM too where
+    the VM is the test of record (``vm=True``), or everywhere with
+    ``BAKERY_E2E_VM=all`` (each extra VM boot costs minutes under TCG)."""
+    return ["container"] + (["vm"] if vm or os.environ.get("BAKERY_E2E_VM") == "all" else [])
 
 
 @pytest.fixture(scope="module")

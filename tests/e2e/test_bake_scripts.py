@@ -1,7 +1,10 @@
 """The two scripts every Packer build runs, on a real guest: the wait for
 cloud-init (passes after a clean boot, fails the build after an error) and the
 image clean-up, after which the machine boots again as a new instance with
-fresh host keys and machine id, the way a server started from the image does."""
+fresh host keys and machine id, the way a server started from the image does.
+
+The clean boot and the clean-up run on the VM; the failed boot runs in the
+container tier (on the VM too with ``BAKERY_E2E_VM=all``)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import yaml
 from bakery.outputs.seed import meta_data
 from bakery.resources import data_path
 
+from .conftest import tiers
 from .guest import generate_ssh_key, make_seed_iso
 
 pytestmark = pytest.mark.e2e
@@ -102,13 +106,14 @@ def test_clean_up_removes_per_instance_state(bake_vm, tmp_path):
     assert "status: done" in status
 
 
-def test_wait_script_fails_the_build_when_cloud_init_failed(boot_guest, ssh_key, tmp_path):
+@pytest.mark.parametrize("tier", tiers(vm=False))
+def test_wait_script_fails_the_build_when_cloud_init_failed(tier, boot_guest, ssh_key, tmp_path):
     public_key = ssh_key.with_suffix(".pub").read_text().strip()
     seed = make_seed_iso(tmp_path / "seed.iso", {
         "user-data": user_data(public_key, runcmd=[["sh", "-c", "echo broken step >&2; exit 3"]]),
         "meta-data": meta_data("bake-broken-1", "broken"),
     })
-    vm = boot_guest(seed, "baker")
+    vm = boot_guest(seed, "baker", tier=tier)
     vm.wait_ssh()
     result = vm.ssh(f"sh {upload(vm, 'wait-for-cloud-init.sh')}", check=False, timeout=1500)
     assert result.returncode == 1, result.stdout + result.stderr

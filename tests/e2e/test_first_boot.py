@@ -18,12 +18,13 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from . import checks, scenario
+from .conftest import tiers
 from .gitserve import GitRepoServer
 from .guest import GuestError, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.parametrize("tier", ["container", "vm"], indirect=True, scope="module"),
+    pytest.mark.parametrize("tier", tiers(vm=True), indirect=True, scope="module"),
 ]
 
 HOST = scenario.DOMAIN

@@ -6,7 +6,7 @@ CPU. The server is checked from outside: SSH, firewall, cloud-init, the app
 answering straight from gunicorn with a row read from SQLite, supervisor, and
 the ``.env`` file.
 
-It runs in the systemd-nspawn container tier; ``BAKERY_E2E_PI_VM=1`` boots
+It runs in the systemd-nspawn container tier; ``BAKERY_E2E_VM=all`` boots
 it in the QEMU VM as well (about nine more minutes under TCG). One guest per
 tier serves the whole module and is not rebooted; the test that kills
 gunicorn comes last.
@@ -14,19 +14,18 @@ gunicorn comes last.
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
 from . import checks, scenario
+from .conftest import tiers
 from .gitserve import GitRepoServer
 from .guest import GuestError
 
-TIERS = ["container"] + (["vm"] if os.environ.get("BAKERY_E2E_PI_VM") == "1" else [])
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.parametrize("tier", TIERS, indirect=True, scope="module"),
+    pytest.mark.parametrize("tier", tiers(vm=False), indirect=True, scope="module"),
 ]
 
 APP = scenario.APP
