@@ -1,14 +1,14 @@
 """A throwaway systemd-nspawn guest for the end-to-end tests: the fast tier.
 
-Owns how one container runs: the cached base image mounted read-only with a
-throwaway overlay on top, the NoCloud seed (taken from the same ISO the VM
+Owns how one container runs: the cached base image's root filesystem tree
+(never written to) with a throwaway overlay on top, the NoCloud seed (taken from the same ISO the VM
 boots) in ``/var/lib/cloud/seed/nocloud/``, a private network namespace wired
 by slirp4netns the way QEMU's user networking is wired (the host is 10.0.2.2,
 DNS is 10.0.2.3, forwards bound to 127.0.0.1 on free ports), and the console
 in a log file. What the tests do with a guest lives in ``guest.py``.
 
-Everything is made inside one ``unshare --mount --net`` process: the mounts
-and the network namespace vanish with it, so a killed run leaves nothing
+Everything is made inside one ``unshare --mount --net`` process: the overlay
+mount and the network namespace vanish with it, so a killed run leaves nothing
 mounted on the host. The container runs on the host's kernel, so it is a fast
 check of the configuration, not the test of record; it never shares the host's
 network namespace, where ufw, sshd and cloud-init would act on the host.
@@ -40,11 +40,10 @@ GUEST_FILES = {
 }
 REBOOT_EXIT_CODE = 133  # systemd-nspawn's exit code when the container reboots
 
-# Runs inside the new mount and network namespaces: $1 image, $2 lower, $3
-# upper, $4 overlay work dir, $5 root, $6 machine name.
+# Runs inside the new mount and network namespaces: $1 the image's root
+# filesystem tree, $2 upper, $3 overlay work dir, $4 root, $5 machine name.
 BOOT_SCRIPT = r"""
-mount -o loop,ro "$1" "$2"
-mount -t overlay overlay -o "lowerdir=$2,upperdir=$3,workdir=$4" "$5"
+mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4"
 # slirp4netns joins this network namespace from outside and brings up tap0.
 tries=0
 until ip -4 -o addr show dev tap0 2>/dev/null | grep -q inet; do
@@ -54,7 +53,7 @@ until ip -4 -o addr show dev tap0 2>/dev/null | grep -q inet; do
 done
 while :; do
     status=0
-    systemd-nspawn --quiet --boot --directory="$5" --machine="$6" \
+    systemd-nspawn --quiet --boot --directory="$4" --machine="$5" \
         --register=no --keep-unit --link-journal=no --resolv-conf=off \
         --network-namespace-path="/proc/$$/ns/net" \
         --capability=CAP_NET_ADMIN --console=read-only || status=$?
@@ -111,7 +110,7 @@ class Container(Guest):
         return self.workdir / "root"
 
     def start(self) -> None:
-        layers = {name: self.workdir / name for name in ("lower", "upper", "overlay-work", "root")}
+        layers = {name: self.workdir / name for name in ("upper", "overlay-work", "root")}
         for path in layers.values():
             path.mkdir()
         upper = layers["upper"]
@@ -126,8 +125,8 @@ class Container(Guest):
         self._allocate_ports()
         machine = "bakery-" + "".join(c if c.isalnum() else "-" for c in self.workdir.name)[-40:]
         command = ["unshare", "--mount", "--net", "--propagation", "private",
-                   "sh", "-ec", BOOT_SCRIPT, "boot", str(self.image.disk),
-                   *(str(layers[name]) for name in ("lower", "upper", "overlay-work", "root")), machine]
+                   "sh", "-ec", BOOT_SCRIPT, "boot", str(self.image.rootfs),
+                   *(str(path) for path in layers.values()), machine]
         self._power_on()
         self._process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, start_new_session=True,

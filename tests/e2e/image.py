@@ -4,7 +4,8 @@ Owns building, caching and locating the guest image: a root filesystem made
 from Debian packages only (debootstrap, then apt inside the chroot), written
 into a raw ext4 image with ``mkfs.ext4 -d`` (no loop mounts), plus the kernel
 and initrd taken from that root filesystem so QEMU can boot it without a boot
-loader.
+loader. The root filesystem tree is kept too: the container tier boots it
+under an overlay, again without a loop mount.
 
 The image holds what a stock Debian cloud image holds and nothing of the
 server bakery builds: every server package must come from the user-data.
@@ -78,7 +79,7 @@ FILES = {
 }
 
 # Bump when the build steps below change in a way the lists above do not show.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 RECIPE = {
     "version": RECIPE_VERSION,
@@ -106,6 +107,11 @@ class BaseImage:
     @property
     def initrd(self) -> Path:
         return self.directory / "initrd.img"
+
+    @property
+    def rootfs(self) -> Path:
+        """The same root filesystem as a directory tree; never written to."""
+        return self.directory / "rootfs"
 
 
 def cache_root() -> Path:
@@ -184,7 +190,6 @@ def _build(target: Path, log) -> None:
     shutil.copyfile(initrds[-1], target / "initrd.img")
 
     _run(["mkfs.ext4", "-q", "-L", "root", "-d", str(rootfs), str(target / "base.img"), IMAGE_SIZE], log)
-    shutil.rmtree(rootfs)
     (target / "recipe.json").write_text(json.dumps(RECIPE, indent=2, sort_keys=True) + "\n")
 
 
