@@ -38,7 +38,6 @@ GUEST_FILES = {
     # not replace it with its DHCP fallback on an eth0 the container lacks.
     "etc/cloud/cloud.cfg.d/99-e2e-container-network.cfg": "network: {config: disabled}\n",
 }
-REBOOT_EXIT_CODE = 133  # systemd-nspawn's exit code when the container reboots
 
 # Runs inside the new mount and network namespaces: $1 the image's root
 # filesystem tree, $2 upper, $3 overlay work dir, $4 root, $5 machine name.
@@ -57,6 +56,7 @@ while :; do
         --register=no --keep-unit --link-journal=no --resolv-conf=off \
         --network-namespace-path="/proc/$$/ns/net" \
         --capability=CAP_NET_ADMIN --console=read-only || status=$?
+    # 133: the container asked for a reboot; boot it again on the same overlay.
     [ "$status" -eq 133 ] || exit "$status"
 done
 """
@@ -104,10 +104,6 @@ class Container(Guest):
     # The kernel's boot id is the host's; the container's init start time
     # (field 22 of /proc/1/stat) changes with every boot of the container.
     BOOT_ID_COMMAND = "cut -d' ' -f22 /proc/1/stat"
-
-    @property
-    def root(self) -> Path:
-        return self.workdir / "root"
 
     def start(self) -> None:
         layers = {name: self.workdir / name for name in ("upper", "overlay-work", "root")}
