@@ -16,6 +16,7 @@ network namespace, where ufw, sshd and cloud-init would act on the host.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -64,9 +65,7 @@ done
 
 def seed_files(iso: Path) -> dict[str, bytes]:
     """The NoCloud files on a seed ISO, read with pycdlib as bakery writes them."""
-    import io
-
-    import pycdlib
+    import pycdlib  # bakery's own ISO library, imported only when a container boots
 
     seed = pycdlib.PyCdlib()
     seed.open(str(iso))
