@@ -127,3 +127,28 @@ def run_bakery(args, *, home: Path, cwd: Path | None = None, env: dict | None = 
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "bakery", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, input=input)
+
+
+def write_files(doc: dict) -> dict:
+    """A rendered cloud-config's write_files as {path: content}, unpacking the
+    ones bakery sent gzip+base64 to fit a size limit."""
+    import base64
+    import gzip
+
+    files = {}
+    for entry in doc.get("write_files", []):
+        content = entry["content"]
+        if entry.get("encoding") == "gz+b64":
+            content = gzip.decompress(base64.b64decode(content)).decode("utf-8")
+        files[entry["path"]] = content
+    return files
+
+
+def first_boot_packages(doc: dict) -> list:
+    """The packages the first-boot script of a rendered cloud-config installs."""
+    import re
+    import shlex
+
+    script = write_files(doc)["/usr/local/lib/bakery/first-boot.sh"]
+    match = re.search(r'install --no-install-recommends(.*)$', script, re.M)
+    return shlex.split(match.group(1)) if match else []

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, make_public_key, require_tool, run_bakery
+from conftest import REPO, first_boot_packages, make_public_key, require_tool, run_bakery, write_files
 
 EXAMPLE = REPO / "examples" / "microblog.yaml"
 from bakery.targets import TARGETS  # noqa: E402
@@ -71,11 +71,12 @@ def test_base_server_shape(tmp_path, workstation):
     assert user["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
     assert user["ssh_authorized_keys"] == [key]
     assert doc["disable_root"] is True and doc["ssh_pwauth"] is False
-    assert doc["package_update"] is True and "ufw" in doc["packages"]
+    # First boot installs the packages, not cloud-init's package module.
+    assert doc["package_update"] is False and "ufw" in first_boot_packages(doc)
     assert doc["manage_etc_hosts"] is True and doc["hostname"] == "web1"
     # stdout holds only the artifact; the key note goes to stderr
     assert "using SSH public key" in stderr(result) and "using SSH" not in result.stdout.decode()
-    script = next(f for f in doc["write_files"] if f["path"].endswith("first-boot.sh"))["content"]
+    script = write_files(doc)["/usr/local/lib/bakery/first-boot.sh"]
     assert script.index("ufw allow 22/tcp") < script.index("ufw --force enable")
 
 
@@ -89,9 +90,10 @@ def test_memory_switches_swap(tmp_path, workstation):
 
 def test_postfix_is_preseeded(tmp_path, workstation):
     doc = yaml.safe_load(render(EXAMPLE, workstation, "--secrets", tmp_path / "s.yaml").stdout)
-    selections = doc["apt"]["debconf_selections"]["postfix"]
-    assert "main_mailer_type select Internet Site" in selections
-    assert "default-mysql-server" in doc["packages"]
+    script = write_files(doc)["/usr/local/lib/bakery/first-boot.sh"]
+    assert "postfix postfix/main_mailer_type select Internet Site" in script
+    assert script.index("debconf-set-selections") < script.index("retry apt_install")
+    assert "default-mysql-server" in first_boot_packages(doc)
 
 
 # --- sshd accepts the drop-in ------------------------------------------------
@@ -238,8 +240,9 @@ def test_default_key_order_prefers_ed25519(tmp_path, workstation):
 
 
 def test_size_limit_is_enforced_with_hint(tmp_path, workstation):
-    many = "".join(f"    - pkg{i:04d}-with-a-long-name-to-fill-space\n" for i in range(900))
-    cfg = write(tmp_path, BASE + "packages:\n" + many)
+    # In the users entry: bakery cannot pack it, as it packs large files.
+    many = "".join(f"    - gh:user{i:04d}-with-a-long-name-to-fill-space\n" for i in range(900))
+    cfg = write(tmp_path, BASE.replace("admin:\n", "admin:\n  ssh_import_id:\n" + many, 1))
     result = render(cfg, workstation, target="ec2")
     assert result.returncode == 1
     err = stderr(result)

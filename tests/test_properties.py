@@ -19,7 +19,7 @@ from bakery.plan import resolve
 from bakery.schema import check_schema
 from bakery.secrets_store import SecretStore
 from bakery.targets import TARGETS
-from conftest import make_public_key
+from conftest import first_boot_packages, make_public_key
 
 PUBLIC_KEY, _ = make_public_key()
 
@@ -28,7 +28,7 @@ FIELDS = {
     ("admin", "name"): lambda doc: doc["users"][0]["name"],
     ("host", "hostname"): lambda doc: doc["hostname"],
     ("host", "timezone"): lambda doc: doc["timezone"],
-    ("packages",): lambda doc: doc["packages"][-1],
+    ("packages",): lambda doc: first_boot_packages(doc)[-1],
     ("admin", "ssh_import_id"): lambda doc: doc["users"][0]["ssh_import_id"][0],
     ("admin", "shell"): lambda doc: doc["users"][0]["shell"],
 }

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from bakery.steps import app as app_step
+from bakery.steps import firstboot
 from bakery.steps.layout import paths
 from bakery.templating import render
 
@@ -119,7 +120,7 @@ class Server:
 
     def update(self, *ref) -> subprocess.CompletedProcess:
         env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", PIP_NO_INDEX="1",
-                   PIP_FIND_LINKS=str(self.wheels), BAKERY_RETRY_PAUSE="0", PIP_NO_CACHE_DIR="1")
+                   PIP_FIND_LINKS=str(self.wheels), BAKERY_RETRY_PAUSE="0", BAKERY_RETRY_FOR="3", PIP_NO_CACHE_DIR="1")
         self.calls.write_text("")
         return subprocess.run([str(self.script), *ref], capture_output=True, text=True, env=env, timeout=300)
 
@@ -219,11 +220,11 @@ def test_first_boot_profile_step_keeps_one_block(server, tmp_path):
     Path(where.profile).write_text(app_step.profile_block(server.plan))
     profile = Path(server.app.home) / ".profile"
     profile.write_text("# the user's own lines\nexport KEEP=1\n")
-    script = render("first-boot.sh.j2", plan=server.plan, paths=where, cert_name="x")
-    start = script.index('step "login environment')
-    block = script[start:script.index("\n\n", start)]
+    script = firstboot.first_boot_script(server.plan, paths=where)
+    start = script.index("install_profile() {")
+    function = script[start:script.index("\n}\n", start) + 3]
     for _ in range(2):  # first boot, then a re-run after a reboot
         subprocess.run(["bash", "-euo", "pipefail", "-c",
-                        f'step() {{ :; }}\nAPP_USER={server.app.user}\nAPP_GROUP=$(id -gn "$APP_USER")\n' + block], check=True)
+                        f"APP_USER={server.app.user}\n{function}install_profile\n"], check=True)
     assert profile.read_text() == ("# the user's own lines\nexport KEEP=1\n"
                                    "# >>> bakery fixture >>>\nexport FLASK_APP=wsgi.py\n# <<< bakery fixture <<<\n")

@@ -92,7 +92,7 @@ def render(config, target, memory, secrets, stage, hostname, fmt, output):
     from .cloudconfig import check_size, emit
 
     rendered = _render(config, target, memory, secrets, stage, hostname)
-    data, size = emit(rendered.cloud_config, fmt)
+    data, size = emit(rendered.cloud_config, fmt, rendered.plan.target.userdata_limit)
     check_size(size, fmt, rendered.plan.target)
     _write(output, data)
 
@@ -110,7 +110,7 @@ def validate(config, target, memory, secrets, stage, hostname):
     from .cloudconfig import check_size, emit
 
     rendered = _render(config, target, memory, secrets, stage, hostname)
-    data, size = emit(rendered.cloud_config, "yaml")
+    data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
     check_size(size, "yaml", rendered.plan.target)
     stage_note = "" if stage == "full" else f", {stage} stage"
     click.echo(f"{config}: config valid for target {target} ({size} bytes of user-data{stage_note}, limit {rendered.plan.target.userdata_limit})", err=True)
@@ -151,7 +151,7 @@ def seed(config, target, memory, secrets, stage, hostname, output):
     from .outputs.seed import write_seed_iso
 
     rendered = _render(config, target, memory, secrets, stage, hostname)
-    data, size = emit(rendered.cloud_config, "yaml")
+    data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
     check_size(size, "yaml", rendered.plan.target)
     write_seed_iso(output, seed_files(rendered.plan, data))
     click.echo(f"bakery: wrote {output} (NoCloud seed, volume cidata)", err=True)
@@ -176,7 +176,7 @@ def packer(config, target, memory, secrets, out_dir, variables):
         values[name] = value
     rendered = _render(config, target, memory, secrets, stage="image")
     values["ssh_username"] = values["ssh_username"] or rendered.plan.admin.name
-    data, _ = emit(rendered.cloud_config, "yaml")
+    data, _ = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
     written = write_packer_dir(out_dir, target, data, values)
     click.echo(f"bakery: wrote {len(written)} files to {out_dir}; see {out_dir / 'README.md'}", err=True)
 
@@ -208,7 +208,7 @@ def sd_image(config, target, memory, secrets, image, output, in_place, boot_dir)
     if in_place and output is not None:
         raise UsageError("--in-place and -o exclude each other")
     rendered = _render(config, target, memory, secrets)
-    data, size = emit(rendered.cloud_config, "yaml")
+    data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
     check_size(size, "yaml", rendered.plan.target)
     # A new instance id on every bake: a re-baked card runs first boot again.
     files = seed_files(rendered.plan, data, instance=f"bakery-{uuid.uuid4().hex[:16]}")

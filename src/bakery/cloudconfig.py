@@ -18,7 +18,7 @@ FORMATS = ("yaml", "mime", "gzip-base64")
 _KEY_ORDER = (
     "hostname", "fqdn", "prefer_fqdn_over_hostname", "manage_etc_hosts", "timezone",
     "users", "disable_root", "ssh_pwauth", "ca_certs", "apt", "package_update", "packages",
-    "swap", "write_files", "runcmd", "final_message",
+    "swap", "bootcmd", "write_files", "runcmd", "final_message",
 )
 _LIST_KEYS = {"users", "packages", "write_files", "runcmd", "bootcmd"}
 
@@ -88,8 +88,31 @@ def to_gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
-def emit(cloud_config: dict, fmt: str = "yaml") -> tuple[bytes, int]:
-    """Return (artifact bytes, size the provider counts against its limit)."""
+def fit(cloud_config: dict, limit: int) -> dict:
+    """``cloud_config`` as it is when its YAML fits ``limit`` bytes; else with
+    the largest write_files contents sent gzip+base64 (cloud-init unpacks
+    them: the files on the server are the same), largest first, until it
+    fits or nothing is left to pack."""
+    if len(to_yaml(cloud_config).encode("utf-8")) <= limit:
+        return cloud_config
+    packed = dict(cloud_config)
+    files = [dict(entry) for entry in cloud_config.get("write_files", [])]
+    packed["write_files"] = files
+    for entry in sorted(files, key=lambda e: len(e.get("content", "")), reverse=True):
+        if "encoding" in entry or len(entry.get("content", "")) < 1024:
+            continue
+        entry["content"] = base64.b64encode(to_gzip(entry["content"].encode("utf-8"))).decode("ascii")
+        entry["encoding"] = "gz+b64"
+        if len(to_yaml(packed).encode("utf-8")) <= limit:
+            break
+    return packed
+
+
+def emit(cloud_config: dict, fmt: str = "yaml", limit: int | None = None) -> tuple[bytes, int]:
+    """Return (artifact bytes, size the provider counts against its limit).
+    With ``limit``, uncompressed formats are first made to fit it (``fit``)."""
+    if limit is not None and fmt != "gzip-base64":
+        cloud_config = fit(cloud_config, limit)
     text = to_yaml(cloud_config)
     if fmt == "yaml":
         data = text.encode("utf-8")

@@ -124,6 +124,7 @@ class Plan:
     extra_packages: list
     swap_size: Optional[str]  # e.g. "1G", or None
     apt_proxy: Optional[str]
+    retry_seconds: int  # how long network steps retry before they fail
     pip_index_url: Optional[str]
     ca_certs: list  # PEM texts
     wifi: Optional[Wifi]
@@ -236,8 +237,14 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
             static_url=app_data.get("static_url", "/static").rstrip("/") or "/static",
             port=port, bind=f"127.0.0.1:{port}" if nginx else f"0.0.0.0:{port}", workers=workers,
         )
-        if not any(p.split("[")[0].split("=")[0].split("<")[0].split(">")[0].lower() == "gunicorn" for p in app.pip_packages):
-            app.pip_packages.insert(0, "gunicorn")
+        needed = ["gunicorn"]
+        if database and database.engine == "mysql":
+            # DATABASE_URL names PyMySQL; MySQL 8 (Ubuntu's) logs it in with
+            # caching_sha2_password, which PyMySQL can do only with cryptography.
+            needed += ["pymysql", "cryptography"]
+        for position, package in enumerate(needed):
+            if not any(_pip_name(p) == package for p in app.pip_packages):
+                app.pip_packages.insert(position, package)
         tls = _get(data, "web", "tls", default="self-signed")
         server_name = _get(data, "web", "domain") or fqdn or domain
         email = _get(data, "web", "email")
@@ -317,7 +324,8 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         timezone=_get(data, "host", "timezone"), locale=_get(data, "host", "locale"), keyboard=_get(data, "host", "keyboard"),
         password_authentication=password_auth, permit_root_login=bool(_get(data, "ssh", "permit_root_login", default=False)),
         firewall=firewall, open_ports=ports, extra_packages=list(_get(data, "packages", default=[]) or []),
-        swap_size=swap_size, apt_proxy=_get(data, "network", "apt_proxy"), pip_index_url=_get(data, "network", "pip_index_url"),
+        swap_size=swap_size, apt_proxy=_get(data, "network", "apt_proxy"),
+        retry_seconds=60 * int(_get(data, "network", "retry_minutes", default=15)), pip_index_url=_get(data, "network", "pip_index_url"),
         ca_certs=ca_certs, wifi=wifi, database=database, app=app, web=web, mail=mail,
         elasticsearch=bool(_get(data, "search", "elasticsearch", default=False)), notes=notes, stage=stage,
     )
@@ -349,6 +357,11 @@ def _server_identity(stage: str, override: Optional[str], configured: Optional[s
     if override is not None or stage == "instance":
         return hostname, lambda key: secrets.get(f"{hostname}/{key}")
     return hostname, secrets.get
+
+
+def _pip_name(requirement: str) -> str:
+    """The project name of a pip requirement such as ``PyMySQL[rsa]>=1.1``."""
+    return re.split(r"[\[=<>!~;@ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
 def _text(value) -> str:

@@ -1,6 +1,6 @@
-"""Checks both booted scenarios make from outside the guest: logins refused,
-the firewall's open ports, cloud-init's result, and supervisor bringing a
-killed gunicorn back."""
+"""Checks the booted scenarios make from outside the guest: logins refused,
+the firewall's open ports, what listens beyond loopback, cloud-init's result,
+bakery's first-boot verdict, and supervisor bringing a killed gunicorn back."""
 
 from __future__ import annotations
 
@@ -45,6 +45,25 @@ def assert_cloud_init_done(server) -> None:
     assert "status: done" in status.stdout, status.stdout + status.stderr
     result = json.loads(server.ssh("cat /run/cloud-init/result.json").stdout)
     assert result["v1"]["errors"] == [], result
+
+
+def first_boot_state(server) -> str:
+    return server.first_boot_status()
+
+
+def listening_beyond_loopback(server) -> set:
+    """(address, port) of every TCP listener not bound to a loopback address."""
+    found = set()
+    for line in server.ssh("sudo -n ss -Hltn").stdout.splitlines():
+        address, _, port = line.split()[3].rpartition(":")
+        if address.strip("[]").split("%")[0] not in ("127.0.0.1", "::1") and not address.startswith("127."):
+            found.add((address, int(port)))
+    return found
+
+
+def assert_listening_only_on_loopback_but(server, ports: set) -> None:
+    beyond = listening_beyond_loopback(server)
+    assert {port for _, port in beyond} <= ports, server.ssh("sudo -n ss -Hltnp").stdout
 
 
 def gunicorn_master(server, program: str) -> int:

@@ -2,10 +2,12 @@
 a per-run SSH key, and a guest factory for both tiers that always powers its
 guests off.
 
-A module picks its tiers by parametrizing its guest fixture with ``tier``
-values (see ``tiers``): ``"container"`` (systemd-nspawn, seconds to minutes)
-and ``"vm"`` (QEMU, the test of record). The tier is part of each test's id,
-so ``-k container`` runs the fast tier alone.
+A module picks where it runs by parametrizing its ``tier`` fixture with
+``Platform`` values (see ``platforms``): a tier, ``container``
+(systemd-nspawn, seconds to minutes) or ``vm`` (QEMU, the test of record), and
+a distribution of ``image.DISTROS``. Both are part of each test's id
+(``[container-debian-13]``, ``[vm-ubuntu-24.04]``), so ``-k container`` runs
+the fast tier alone and ``-k ubuntu-24.04`` one distribution.
 
 When a test that used a guest fails, the guest's cloud-init and first-boot logs
 are attached to the failure report, so a red run explains itself.
@@ -16,12 +18,13 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from typing import NamedTuple
 
 import pytest
 
 from .container import Container
 from .guest import Guest, generate_ssh_key
-from .image import ensure_image
+from .image import DISTROS, RECORD, ensure_image
 from .vm import VM
 
 # Every guest this run started, for the timings in the terminal summary.
@@ -59,9 +62,32 @@ def e2e_host():
         pytest.skip(message)
 
 
+class Platform(NamedTuple):
+    """Where a guest runs: a tier and a distribution's image."""
+
+    tier: str
+    distro: str = RECORD
+
+    def __str__(self) -> str:
+        return f"{self.tier}-{self.distro}"
+
+
 @pytest.fixture(scope="session")
-def base_image(e2e_host):
-    return ensure_image()
+def base_images(e2e_host):
+    """The image of each distribution, built (or found in the cache) on first use."""
+    images: dict = {}
+
+    def get(distro: str):
+        if distro not in images:
+            images[distro] = ensure_image(distro)
+        return images[distro]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def base_image(base_images):
+    return base_images(RECORD)
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +96,9 @@ def ssh_key(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def boot_guest(base_image, ssh_key, tmp_path_factory):
-    """Start a guest from a seed ISO: ``boot_guest(seed, user, tier="vm", extra_ports=())``.
+def boot_guest(base_images, ssh_key, tmp_path_factory):
+    """Start a guest from a seed ISO: ``boot_guest(seed, user, tier=Platform(...), extra_ports=())``
+    (a bare tier name boots the image of record).
 
     Guests run one at a time (2 cores): booting one stops the module's
     earlier ones, and all are stopped when the module ends.
@@ -79,12 +106,14 @@ def boot_guest(base_image, ssh_key, tmp_path_factory):
     started: list[Guest] = []
 
     def boot(seed, user, tier="vm", extra_ports=()):
-        kind, tools = TIERS[tier]
+        platform = tier if isinstance(tier, Platform) else Platform(tier)
+        kind, tools = TIERS[platform.tier]
         for tool in tools:
             require_tool(tool)
         for previous in started:
             previous.stop()
-        guest = kind(base_image, tmp_path_factory.mktemp(tier), seed, ssh_key, user, tuple(extra_ports))
+        guest = kind(base_images(platform.distro), tmp_path_factory.mktemp(str(platform)), seed, ssh_key, user,
+                     tuple(extra_ports))
         started.append(guest)
         STARTED.append(guest)
         guest.start()
@@ -117,11 +146,20 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{guest.workdir.name} ({guest.accel}): {guest.timings}")
 
 
-def tiers(*, vm: bool) -> list[str]:
-    """The tiers a module runs in: always the container; the VM too where
-    the VM is the test of record (``vm=True``), or everywhere with
-    ``BAKERY_E2E_VM=all`` (each extra VM boot costs minutes under TCG)."""
-    return ["container"] + (["vm"] if vm or os.environ.get("BAKERY_E2E_VM") == "all" else [])
+def platforms(*, container=tuple(DISTROS), vm=()) -> list:
+    """Where a module runs: the container tier on each of ``container``'s
+    distributions, the VM on each of ``vm`` (where the VM is the test of
+    record); with ``BAKERY_E2E_VM=all`` the VM on every one of them (each VM
+    boot costs minutes under TCG)."""
+    if os.environ.get("BAKERY_E2E_VM") == "all":
+        vm = tuple(dict.fromkeys((*vm, *container)))
+    return ([Platform("container", d) for d in container] + [Platform("vm", d) for d in vm])
+
+
+def tiers(*, vm: bool) -> list:
+    """The image of record, in the container tier, and in the VM too where the
+    VM is the test of record (``vm=True``)."""
+    return platforms(container=(RECORD,), vm=(RECORD,) if vm else ())
 
 
 @pytest.fixture(scope="module")

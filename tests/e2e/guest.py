@@ -26,6 +26,8 @@ from typing import Mapping
 from .image import BaseImage
 
 BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"
+# bakery's first-boot state: "running N/T STEP", then "ready" or "failed STEP".
+FIRST_BOOT_STATUS = "/var/lib/cloud/instance/bakery/status"
 GUEST_LOGS = {
     "cloud-init output": "/var/log/cloud-init-output.log",
     "first boot": "/var/log/bakery/first-boot.log",
@@ -198,6 +200,18 @@ class Guest:
         # error while later modules are still running.
         self._wait(lambda: self._ssh_ok(f"test -e {BOOT_FINISHED}"), "cloud-init to finish", timeout, 5)
         return self.mark("boot-finished")
+
+    def first_boot_status(self) -> str:
+        return self.ssh(f"sudo -n cat {FIRST_BOOT_STATUS}", check=False, timeout=30).stdout.strip()
+
+    def wait_first_boot(self, timeout: float = 1200) -> str:
+        """Wait for bakery's verdict on this boot ("ready" or "failed STEP")
+        and for cloud-init to finish after it; returns the verdict."""
+        self._wait(lambda: self._ssh_ok(
+            f"grep -qE '^(ready|failed )' {FIRST_BOOT_STATUS} && test {BOOT_FINISHED} -nt {FIRST_BOOT_STATUS}"),
+            "bakery's first boot and cloud-init to finish", timeout, 5)
+        self.mark("first-boot")
+        return self.first_boot_status()
 
     # --- HTTP ----------------------------------------------------------------
 

@@ -1,21 +1,22 @@
-"""Base Debian 12 VM image for the end-to-end tests.
+"""Base VM images of the distributions users boot, for the end-to-end tests.
 
-Owns building, caching and locating the guest image: a root filesystem made
-from Debian packages only (debootstrap, then apt inside the chroot), written
-into a raw ext4 image with ``mkfs.ext4 -d`` (no loop mounts), plus the kernel
-and initrd taken from that root filesystem so QEMU can boot it without a boot
-loader. The root filesystem tree is kept too: the container tier boots it
-under an overlay, again without a loop mount.
+Owns building, caching and locating one guest image per row of ``DISTROS``
+(Ubuntu 24.04 and 22.04, Debian 12 and 13): a root filesystem made from the
+distribution's own packages only (debootstrap, then apt inside the chroot),
+written into a raw ext4 image with ``mkfs.ext4 -d`` (no loop mounts), plus the
+kernel and initrd taken from that root filesystem so QEMU can boot it without
+a boot loader. The root filesystem tree is kept too: the container tier boots
+it under an overlay, again without a loop mount.
 
-The image holds what a stock Debian cloud image holds and nothing of the
-server bakery builds: every server package must come from the user-data.
+An image holds what the distribution's stock cloud image holds and nothing of
+the server bakery builds: every server package must come from the user-data.
 
-The cache lives in ``${BAKERY_E2E_CACHE:-~/.cache/bakery-e2e}/<recipe hash>/``.
+The cache lives in ``${BAKERY_E2E_CACHE:-~/.cache/bakery-e2e}/<distro>-<recipe hash>/``.
 A build happens in a temporary directory beside it and is renamed into place
 only when complete, so an interrupted build never looks cached.
 
-Run ``python -m tests.e2e.image`` to build (or find) the image and print its
-directory.
+Run ``python -m tests.e2e.image [DISTRO...]`` to build (or find) images and
+print their directories.
 """
 
 from __future__ import annotations
@@ -31,70 +32,96 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+DEBIAN = "http://deb.debian.org/debian"
+DEBIAN_SECURITY = "http://deb.debian.org/debian-security"
+UBUNTU = "http://archive.ubuntu.com/ubuntu"
+UBUNTU_SECURITY = "http://security.ubuntu.com/ubuntu"
 IMAGE_SIZE = "6G"
 
-# What a Debian cloud image brings; cloud-init then installs the rest.
-PACKAGES = [
-    "linux-image-cloud-amd64",
-    "initramfs-tools",
-    "systemd-sysv",
-    "udev",
-    "dbus",
-    "cloud-init",
-    "openssh-server",
-    "sudo",
-    "ifupdown",
-    "isc-dhcp-client",
-    "netbase",
-    "iproute2",
-    "iputils-ping",
-    "locales",
-    "ca-certificates",
-    "procps",
-    "less",
-    "curl",
-    "gnupg",
-    "e2fsprogs",
+# What every image brings besides its distribution's own cloud set.
+COMMON_PACKAGES = [
+    "initramfs-tools", "systemd-sysv", "udev", "dbus", "cloud-init", "openssh-server", "sudo",
+    "netbase", "iproute2", "iputils-ping", "locales", "ca-certificates", "procps", "less",
+    "curl", "gnupg", "e2fsprogs",
 ]
 
-SOURCES_LIST = f"""\
-deb {MIRROR} {SUITE} main
-deb {MIRROR} {SUITE}-updates main
-deb {SECURITY_MIRROR} {SUITE}-security main
-"""
 
-FILES = {
-    "etc/fstab": "/dev/vda / ext4 rw,discard,errors=remount-ro 0 1\n",
-    "etc/hostname": "debian\n",
-    "etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
-    "etc/default/locale": "LANG=en_US.UTF-8\n",
-    "etc/locale.gen": "en_US.UTF-8 UTF-8\n",
-    # cloud-init's fallback network config is rendered into interfaces.d.
-    "etc/network/interfaces": "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n",
-    "etc/cloud/cloud.cfg.d/90_datasource.cfg": "datasource_list: [NoCloud, None]\n",
-    "etc/apt/sources.list": SOURCES_LIST,
-}
+@dataclass(frozen=True)
+class Distro:
+    """One row per image users boot: where its packages come from and what
+    its cloud image holds. ``name`` is the id the tests are parametrized by."""
 
-# Bump when the build steps below change in a way the lists above do not show.
-RECIPE_VERSION = 2
+    name: str
+    suite: str
+    family: str  # "debian" or "ubuntu"
+    packages: tuple[str, ...]
+    # Debian 12's debootstrap builds Ubuntu releases with the gutsy script.
+    debootstrap_script: str = ""
 
-RECIPE = {
-    "version": RECIPE_VERSION,
-    "suite": SUITE,
-    "mirror": MIRROR,
-    "packages": PACKAGES,
-    "files": FILES,
-    "size": IMAGE_SIZE,
-}
+    @property
+    def mirror(self) -> str:
+        return DEBIAN if self.family == "debian" else UBUNTU
+
+    @property
+    def sources_list(self) -> str:
+        if self.family == "debian":
+            return (f"deb {DEBIAN} {self.suite} main\n"
+                    f"deb {DEBIAN} {self.suite}-updates main\n"
+                    f"deb {DEBIAN_SECURITY} {self.suite}-security main\n")
+        return (f"deb {UBUNTU} {self.suite} main universe\n"
+                f"deb {UBUNTU} {self.suite}-updates main universe\n"
+                f"deb {UBUNTU_SECURITY} {self.suite}-security main universe\n")
+
+    @property
+    def files(self) -> dict[str, str]:
+        files = {
+            "etc/fstab": "/dev/vda / ext4 rw,discard,errors=remount-ro 0 1\n",
+            "etc/hostname": f"{self.family}\n",
+            "etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+            "etc/default/locale": "LANG=en_US.UTF-8\n",
+            "etc/locale.gen": "en_US.UTF-8 UTF-8\n",
+            "etc/cloud/cloud.cfg.d/90_datasource.cfg": "datasource_list: [NoCloud, None]\n",
+            "etc/apt/sources.list": self.sources_list,
+        }
+        if self.family == "debian":
+            # cloud-init's fallback network config is rendered into interfaces.d.
+            files["etc/network/interfaces"] = "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n"
+        return files
+
+    @property
+    def recipe(self) -> dict:
+        return {"version": RECIPE_VERSION, "suite": self.suite, "mirror": self.mirror,
+                "script": self.debootstrap_script, "packages": list(COMMON_PACKAGES + list(self.packages)),
+                "files": self.files, "size": IMAGE_SIZE}
+
+
+DISTROS = {d.name: d for d in (
+    # The image every cloud target defaults to: its cloud images are seeded
+    # from ubuntu-cloud-minimal; ssh.socket is enabled, ssh.service is not.
+    Distro("ubuntu-24.04", "noble", "ubuntu",
+           ("linux-image-virtual", "systemd-resolved", "netplan.io", "ubuntu-cloud-minimal"), "gutsy"),
+    # 22.04 has no ubuntu-cloud-minimal: its minimal set plus what its cloud image adds.
+    Distro("ubuntu-22.04", "jammy", "ubuntu",
+           ("linux-image-virtual", "netplan.io", "ubuntu-minimal", "ssh-import-id", "ufw",
+            "unattended-upgrades", "systemd-timesyncd"), "gutsy"),
+    Distro("debian-12", "bookworm", "debian",
+           ("linux-image-cloud-amd64", "ifupdown", "isc-dhcp-client")),
+    # The base of Raspberry Pi OS Trixie: cloud-init 25, Python 3.13, OpenSSH 10.
+    Distro("debian-13", "trixie", "debian",
+           ("linux-image-cloud-amd64", "ifupdown", "isc-dhcp-client")),
+)}
+# The test of record: what every cloud target boots by default.
+RECORD = "ubuntu-24.04"
+
+# Bump when the build steps below change in a way the rows above do not show.
+RECIPE_VERSION = 3
 
 @dataclass(frozen=True)
 class BaseImage:
     """A built image: raw disk plus the kernel and initrd to boot it with."""
 
     directory: Path
+    distro: Distro
 
     @property
     def disk(self) -> Path:
@@ -119,8 +146,8 @@ def cache_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "bakery-e2e"
 
 
-def recipe_hash() -> str:
-    encoded = json.dumps(RECIPE, sort_keys=True).encode()
+def recipe_hash(distro: Distro) -> str:
+    encoded = json.dumps(distro.recipe, sort_keys=True).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
 
 
@@ -148,11 +175,17 @@ def _chroot(rootfs: Path, script: str, log) -> None:
     _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", wrapper, script], log, env=env)
 
 
-def _build(target: Path, log) -> None:
+def _build(target: Path, distro: Distro, log) -> None:
     rootfs = target / "rootfs"
-    _run(["debootstrap", "--variant=minbase", SUITE, str(rootfs), MIRROR], log)
+    command = ["debootstrap", "--variant=minbase"]
+    if distro.family == "ubuntu":
+        command.append("--components=main,universe")
+    command += [distro.suite, str(rootfs), distro.mirror]
+    if distro.debootstrap_script:
+        command.append(f"/usr/share/debootstrap/scripts/{distro.debootstrap_script}")
+    _run(command, log)
 
-    for relative, content in FILES.items():
+    for relative, content in distro.files.items():
         path = rootfs / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
@@ -164,7 +197,7 @@ def _build(target: Path, log) -> None:
     _chroot(
         rootfs,
         "apt-get update\n"
-        "apt-get install -y --no-install-recommends " + " ".join(PACKAGES) + "\n"
+        "apt-get install -y --no-install-recommends " + " ".join(distro.recipe["packages"]) + "\n"
         "locale-gen\n"
         "apt-get clean\n",
         log,
@@ -178,6 +211,9 @@ def _build(target: Path, log) -> None:
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (rootfs / "etc/resolv.conf").unlink(missing_ok=True)
+    if distro.family == "ubuntu":
+        # As on Ubuntu's cloud images: systemd-resolved's stub answers.
+        (rootfs / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
     shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
     (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True)
     shutil.rmtree(rootfs / "var/lib/cloud", ignore_errors=True)
@@ -190,7 +226,7 @@ def _build(target: Path, log) -> None:
     shutil.copyfile(initrds[-1], target / "initrd.img")
 
     _run(["mkfs.ext4", "-q", "-L", "root", "-d", str(rootfs), str(target / "base.img"), IMAGE_SIZE], log)
-    (target / "recipe.json").write_text(json.dumps(RECIPE, indent=2, sort_keys=True) + "\n")
+    (target / "recipe.json").write_text(json.dumps(distro.recipe, indent=2, sort_keys=True) + "\n")
 
 
 def _remove_stale_builds(root: Path, max_age: float = 3 * 3600) -> None:
@@ -200,11 +236,13 @@ def _remove_stale_builds(root: Path, max_age: float = 3 * 3600) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def ensure_image(log=None) -> BaseImage:
-    """Return the cached image for the current recipe, building it if missing."""
+def ensure_image(distro: str = RECORD, log=None) -> BaseImage:
+    """Return the cached image of ``distro`` (a DISTROS key) for the current
+    recipe, building it if missing."""
+    row = DISTROS[distro]
     root = cache_root()
-    final = root / recipe_hash()
-    image = BaseImage(final)
+    final = root / f"{row.name}-{recipe_hash(row)}"
+    image = BaseImage(final, row)
     if image.disk.exists():
         return image
     root.mkdir(parents=True, exist_ok=True)
@@ -212,7 +250,7 @@ def ensure_image(log=None) -> BaseImage:
     temporary = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
     log = log or sys.stderr
     try:
-        _build(temporary, log)
+        _build(temporary, row, log)
         try:
             temporary.rename(final)
         except OSError:
@@ -224,11 +262,11 @@ def ensure_image(log=None) -> BaseImage:
     return image
 
 
-def main() -> int:
-    image = ensure_image()
-    print(image.directory)
+def main(argv: list[str]) -> int:
+    for name in argv or [RECORD]:
+        print(ensure_image(name).directory)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

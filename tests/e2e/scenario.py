@@ -75,9 +75,13 @@ def pi_config(public_key: str, repo_url: str) -> dict:
     return config
 
 
-def write_config(directory: Path, public_key: str, repo_url: str, *, pi: bool = False) -> Path:
+def write_config(directory: Path, public_key: str, repo_url: str, *, pi: bool = False,
+                 tier: str = "vm") -> Path:
     path = directory / "bakery.yaml"
     config = (pi_config if pi else scenario_config)(public_key, repo_url)
+    if tier == "container":
+        # A container cannot swap: the host kernel refuses swapon.
+        config["swap"] = False
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

@@ -106,7 +106,7 @@ def test_clean_up_removes_per_instance_state(bake_vm, tmp_path):
     assert "status: done" in status
 
 
-@pytest.mark.parametrize("tier", tiers(vm=False))
+@pytest.mark.parametrize("tier", tiers(vm=False), ids=str)
 def test_wait_script_fails_the_build_when_cloud_init_failed(tier, boot_guest, ssh_key, tmp_path):
     public_key = ssh_key.with_suffix(".pub").read_text().strip()
     seed = make_seed_iso(tmp_path / "seed.iso", {

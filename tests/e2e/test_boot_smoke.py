@@ -13,7 +13,7 @@ from .guest import make_seed_iso
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.parametrize("tier", tiers(vm=False), indirect=True, scope="module"),
+    pytest.mark.parametrize("tier", tiers(vm=False), indirect=True, scope="module", ids=str),
 ]
 
 

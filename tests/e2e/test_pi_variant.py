@@ -1,14 +1,15 @@
 """The Raspberry-Pi-style variant, booted for real: the seed that ``bakery seed
 --target raspberry-pi`` makes (SQLite, no nginx, gunicorn listening on its own
-port with one worker, admin user ``pi``, avahi) on the same amd64 Debian 12
-image as the main scenario, since what differs is the configuration, not the
-CPU. The server is checked from outside: SSH, firewall, cloud-init, the app
+port with one worker, admin user ``pi``, avahi) on amd64 images of Debian 13,
+the base of Raspberry Pi OS Trixie (cloud-init 25, Python 3.13, OpenSSH 10),
+and of Debian 12, the base of Bookworm: what differs from a Pi is the
+CPU, not the configuration. The server is checked from outside: SSH, firewall, cloud-init, the app
 answering straight from gunicorn with a row read from SQLite, supervisor, and
 the ``.env`` file.
 
 It runs in the systemd-nspawn container tier; ``BAKERY_E2E_VM=all`` boots
-it in the QEMU VM as well (about nine more minutes under TCG). One guest per
-tier serves the whole module and is not rebooted; the test that kills
+it in the QEMU VM as well (about nine more minutes under TCG each). One guest per
+platform serves the whole module and is not rebooted; the test that kills
 gunicorn comes last.
 """
 
@@ -19,13 +20,13 @@ import re
 import pytest
 
 from . import checks, scenario
-from .conftest import tiers
+from .conftest import platforms
 from .gitserve import GitRepoServer
 from .guest import GuestError
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.parametrize("tier", tiers(vm=False), indirect=True, scope="module"),
+    pytest.mark.parametrize("tier", platforms(container=("debian-13", "debian-12")), indirect=True, scope="module", ids=str),
 ]
 
 APP = scenario.APP
@@ -45,12 +46,12 @@ def repo(tier, tmp_path_factory):
 def server(tier, boot_guest, ssh_key, repo, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pi-variant")
     config = scenario.write_config(workdir, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
-                                   pi=True)
+                                   pi=True, tier=tier.tier)
     seed = scenario.make_seed(config, workdir / "seed.iso", target=scenario.PI_TARGET)
     vm = boot_guest(seed, ADMIN, tier=tier, extra_ports=(PORT,))
     try:
         vm.wait_ssh(timeout=400)
-        vm.wait_boot_finished(timeout=1500)
+        assert vm.wait_first_boot(timeout=1500) == "ready"
         vm.wait_http(port=PORT, timeout=120)
     except GuestError:
         vm.dump_logs()

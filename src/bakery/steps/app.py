@@ -41,8 +41,7 @@ def build(plan) -> dict:
         ]
     if plan.per_server:
         # Not in an image: supervisord would start the app at boot, before the
-        # server has its .env and database. Deferred until supervisor is
-        # installed; it is loaded by the update command.
+        # server has its .env and database. Loaded by the update command.
         files.append({"path": where.supervisor_conf, "owner": "root:root", "permissions": "0644",
-                      "content": supervisor_program(plan), "defer": True})
+                      "content": supervisor_program(plan)})
     return {"write_files": files}

@@ -1,24 +1,84 @@
-"""The first-boot script: everything cloud-init has no module for (ufw,
-locale, sshd reload, and the app stack), rendered from
-cloudinit/first-boot.sh.j2 and started once by runcmd."""
+"""bakery's first boot (MISSION steps 4-6, 8, 13-19 where cloud-init has no
+module): the steps, the script that runs them, and how cloud-init is made
+to run them until they have all succeeded.
+
+cloud-init runs each module once per instance and marks it done before it
+runs it, so a power cut or a failed step would never be carried on. bakery
+owns completion instead:
+- the script is one program run once per step, through links named
+  ``bakery-NN-STEP`` in cloud-init's per-instance scripts folder, so
+  ``cloud-init status --long`` names a step that failed;
+- a bootcmd, which cloud-init runs on every boot, makes the links and, until
+  the last step has recorded that first boot is done, re-arms cloud-init:
+  the steps run again, or, when a boot was cut before they started, the
+  delivery of their files too;
+- the steps that lock the machine down come first and run even after an
+  earlier one failed; the final line says "ready" only when all succeeded.
+"""
 
 from __future__ import annotations
 
 from ..templating import render
+from . import packages
 from .layout import paths
 from .web import certificate_name
 
 SCRIPT = "/usr/local/lib/bakery/first-boot.sh"
+# bakery's own state for this instance: a new instance starts afresh.
+STATE_DIR = "/var/lib/cloud/instance/bakery"
+RUNPARTS_DIR = "/var/lib/cloud/scripts/per-instance"
+# The steps that close the machine; each later step opens something.
+LOCKDOWN = ("ssh", "packages", "firewall", "services")
 
 
-def first_boot_script(plan) -> str:
-    cert_name = certificate_name(plan) if plan.web else None
-    return render("first-boot.sh.j2", plan=plan, paths=paths(plan), cert_name=cert_name)
+def step_names(plan) -> list:
+    """The first-boot steps of ``plan``, in the order they run."""
+    steps = []
+    if plan.shared:
+        steps += ["ssh", "packages"]
+        if plan.firewall:
+            steps.append("firewall")
+    web = plan.web if plan.app else None
+    nginx = bool(web and web.nginx)
+    if plan.mail.enabled or (plan.shared and nginx):
+        steps.append("services")
+    if plan.locale:
+        steps.append("locale")
+    if plan.app:
+        if plan.per_server and plan.database and plan.database.engine in ("mysql", "postgresql"):
+            steps.append("database")
+        if plan.elasticsearch:
+            steps.append("search")
+        steps.append("app")
+        if plan.per_server and nginx:
+            if web.tls != "none":
+                steps.append("certificate")
+            steps.append("nginx")
+            if web.tls == "letsencrypt":
+                steps.append("letsencrypt")
+    steps.append("verdict")
+    return steps
+
+
+def _context(plan, where=None) -> dict:
+    return dict(plan=plan, paths=where or paths(plan), steps=step_names(plan), lockdown=LOCKDOWN, script=SCRIPT,
+                state_dir=STATE_DIR, runparts_dir=RUNPARTS_DIR,
+                cert_name=certificate_name(plan) if plan.web else None,
+                packages=packages.package_list(plan) if plan.shared else [],
+                debconf=packages.debconf_selections(plan) if plan.shared else "")
+
+
+def first_boot_script(plan, paths=None) -> str:
+    """The script; tests pass other ``paths`` to run it inside a temporary root."""
+    return render("first-boot.sh.j2", **_context(plan, paths))
+
+
+def resume_script(plan) -> str:
+    return render("first-boot-resume.sh.j2", **_context(plan))
 
 
 def build(plan) -> dict:
     return {
+        "bootcmd": [["sh", "-c", resume_script(plan)]],
         "write_files": [{"path": SCRIPT, "owner": "root:root", "permissions": "0700", "content": first_boot_script(plan)}],
-        # Alone in runcmd, so its exit status is the status cloud-init records.
-        "runcmd": [[SCRIPT]],
     }

@@ -24,6 +24,7 @@ def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
         profile=f"{etc}/{name}.profile",
         db_sql=f"{etc}/{name}-db.sql",
         es_conf=f"{etc}/elasticsearch.yml",
+        es_jvm_options=f"{etc}/elasticsearch-jvm.options",
         supervisor_conf=f"/etc/supervisor/conf.d/{name}.conf",
         supervisor_log_dir="/var/log/supervisor",
         nginx_site=f"/etc/nginx/sites-available/{name}",

@@ -1,7 +1,15 @@
-"""Packages (MISSION step 6), installed non-interactively by cloud-init.
+"""Packages (MISSION step 6): the list, and the answers to the questions they
+ask while they install. Installed by the first-boot script's packages step,
+not by cloud-init's package module, so that an install cut by a power loss
+is finished at the next boot (see steps/firstboot.py); without recommends,
+and with their services held back until the steps that set them up.
 Names are chosen to resolve on Ubuntu 22.04/24.04 and Debian 12/13 alike:
 default-mysql-server is MySQL on Ubuntu and MariaDB on Debian. Installed
-when the image is baked, not again on each server started from it."""
+when the image is baked, not again on each server started from it.
+
+The venv's own pip comes from python3-venv; neither the system pip nor a C
+compiler is installed unless a pip install needs one to build a package
+from source (the update command then installs them; see update.sh.j2)."""
 
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ def package_list(plan) -> list:
         pkgs.append("ufw")
     app = plan.app
     if app is not None:
-        pkgs += ["python3", "python3-venv", "python3-dev", "python3-pip", "git", "supervisor"]
+        pkgs += ["python3", "python3-venv", "git", "supervisor"]
         engine = plan.database.engine if plan.database else "none"
         pkgs += {"mysql": ["default-mysql-server"], "postgresql": ["postgresql"], "sqlite": ["sqlite3"]}.get(engine, [])
         if plan.web and plan.web.nginx:
@@ -31,15 +39,14 @@ def package_list(plan) -> list:
     return list(dict.fromkeys(pkgs))
 
 
+def debconf_selections(plan) -> str:
+    """debconf-set-selections lines: postfix asks two questions while it installs."""
+    if not plan.mail.enabled:
+        return ""
+    return ("postfix postfix/main_mailer_type select Internet Site\n"
+            f"postfix postfix/mailname string {plan.mail.domain}\n")
+
+
 def build(plan) -> dict:
-    if not plan.shared:
-        # A server started from the image finds its packages installed; no
-        # apt run keeps its first boot short and independent of the mirrors.
-        return {"package_update": False}
-    out = {"package_update": True, "packages": package_list(plan)}
-    if plan.mail.enabled:
-        # postfix asks two questions during install; answer them up front.
-        out["apt"] = {"debconf_selections": {
-            "postfix": "postfix postfix/main_mailer_type select Internet Site\n"
-                       f"postfix postfix/mailname string {plan.mail.domain}\n"}}
-    return out
+    # cloud-init's own package module stays off: the first-boot script installs.
+    return {"package_update": False}

@@ -23,8 +23,10 @@ def build(plan) -> dict:
         out["swap"] = {"filename": "/swapfile", "size": plan.swap_size, "maxsize": plan.swap_size}
     if plan.apt_proxy:
         out.setdefault("apt", {})["proxy"] = plan.apt_proxy
-    name = plan.fqdn or plan.hostname or "the server"
-    out["final_message"] = f"bakery: {name} is ready after $UPTIME seconds (cloud-init $VERSION)."
+    # cloud-init prints this on every boot, whatever bakery's steps did: it
+    # must not say "ready". bakery's last step prints the verdict above it.
+    out["final_message"] = ("cloud-init $VERSION finished after $UPTIME seconds; "
+                            "bakery's verdict is the line before, and in /var/lib/cloud/instance/bakery/status.")
     return out
 
 

@@ -41,7 +41,7 @@ def build(plan) -> dict:
     if not (plan.per_server if plan.web.name_from_host else plan.shared):
         return {}
     files = [{"path": paths(plan).nginx_site, "owner": "root:root", "permissions": "0644",
-              "content": nginx_site(plan), "defer": True}]
+              "content": nginx_site(plan)}]
     if plan.web.tls == "letsencrypt":
         files += letsencrypt_files(plan)
     return {"write_files": files}
