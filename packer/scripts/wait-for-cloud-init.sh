@@ -48,6 +48,12 @@ esac
 if [ -n "$errors" ]; then
     failed=yes
 fi
+# bakery's own verdict on its first-boot steps, when the image has them.
+bakery_status=/var/lib/cloud/instance/bakery/status
+if [ -e "$bakery_status" ] && [ "$(cat "$bakery_status")" != ready ]; then
+    errors="${errors}bakery first boot: $(cat "$bakery_status")"
+    failed=yes
+fi
 
 if [ "$failed" = yes ]; then
     echo "cloud-init reported errors; not building an image from this machine:" >&2

@@ -105,14 +105,22 @@ class Container(Guest):
     BOOT_ID_COMMAND = "cut -d' ' -f22 /proc/1/stat"
 
     def start(self) -> None:
+        """Power on: a fresh overlay the first time; after ``cut_power`` the
+        same one, as a disk keeps what was written to it."""
         layers = {name: self.workdir / name for name in ("upper", "overlay-work", "root")}
-        for path in layers.values():
-            path.mkdir()
+        # overlayfs's own scratch folder, left in any state by a killed container.
+        shutil.rmtree(layers["overlay-work"], ignore_errors=True)
         upper = layers["upper"]
-        for relative, text in GUEST_FILES.items():
-            (upper / relative).parent.mkdir(parents=True, exist_ok=True)
-            (upper / relative).write_text(text)
+        fresh = not upper.exists()
+        for path in layers.values():
+            path.mkdir(exist_ok=True)
+        if fresh:
+            for relative, text in GUEST_FILES.items():
+                (upper / relative).parent.mkdir(parents=True, exist_ok=True)
+                (upper / relative).write_text(text)
+        # The seed as a CD holds it: replaced when the guest is given a new one.
         seed_dir = upper / SEED_DIR
+        shutil.rmtree(seed_dir, ignore_errors=True)
         seed_dir.mkdir(parents=True)
         for name, data in seed_files(self.seed).items():
             (seed_dir / name).write_bytes(data)
@@ -168,6 +176,56 @@ class Container(Guest):
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def _container_init(self) -> int | None:
+        """The host pid of the container's PID 1 (a descendant of our process
+        whose innermost pid is 1)."""
+        children: dict[int, list[int]] = {}
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            except OSError:
+                continue
+            children.setdefault(int(fields["PPid"]), []).append(int(status.parent.name))
+            if fields.get("NSpid", "").split()[-1:] == ["1"] and len(fields["NSpid"].split()) > 1:
+                candidate = int(status.parent.name)
+                children.setdefault(-1, []).append(candidate)
+        descendants, queue = set(), [self._process.pid]
+        while queue:
+            pid = queue.pop()
+            for child in children.get(pid, []):
+                if child not in descendants:
+                    descendants.add(child)
+                    queue.append(child)
+        inits = [pid for pid in children.get(-1, []) if pid in descendants]
+        return inits[0] if inits else None
+
+    def wait_stopped(self, timeout: float = 120) -> None:
+        self._process.wait(timeout=timeout)
+        self._process = None
+        self._stop_slirp()
+
+    def _stop_slirp(self) -> None:
+        if self._slirp is not None:
+            self._slirp.terminate()
+            self._slirp.wait()
+            self._slirp = None
+
+    def cut_power(self) -> None:
+        """Kill the container's PID 1 with SIGKILL, which kills every process
+        in it at once: no shutdown, nothing more is written. (The host's page
+        cache keeps what the container wrote; the VM tier loses it.)"""
+        init = self._container_init()
+        if init is None:
+            raise GuestError("no container init to kill")
+        os.kill(init, signal.SIGKILL)
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        self._process = None
+        self._stop_slirp()
+
     def stop(self, timeout: float = 60) -> None:
         """Power off cleanly if the guest answers; else ask systemd-nspawn to
         shut the container down (SIGTERM), then kill what is left."""
@@ -187,10 +245,7 @@ class Container(Guest):
                 except subprocess.TimeoutExpired:
                     pass
             self._process = None
-        if self._slirp is not None:
-            self._slirp.terminate()
-            self._slirp.wait()
-            self._slirp = None
+        self._stop_slirp()
         # The overlay holds every package the guest installed: hundreds of MB.
         for name in ("upper", "overlay-work"):
             shutil.rmtree(self.workdir / name, ignore_errors=True)

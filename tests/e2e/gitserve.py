@@ -28,7 +28,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 class GitRepoServer:
-    def __init__(self, workdir: Path):
+    """``serve=False`` makes the repository and its address but answers
+    nothing until ``start``: a git host that is down."""
+
+    def __init__(self, workdir: Path, serve: bool = True):
         self.worktree = workdir / "repo"
         shutil.copytree(FIXTURE_APP, self.worktree, ignore=shutil.ignore_patterns("__pycache__", "*.db", ".env"))
         self._git("init", "-q", "-b", "main")
@@ -36,8 +39,14 @@ class GitRepoServer:
         served = workdir / "served"
         served.mkdir()
         (served / "repo.git").symlink_to(self.worktree / ".git")
+        self._served = served
         self.port = free_port()
-        handler = functools.partial(_QuietHandler, directory=str(served))
+        self._server = None
+        if serve:
+            self.start()
+
+    def start(self) -> None:
+        handler = functools.partial(_QuietHandler, directory=str(self._served))
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -68,6 +77,12 @@ class GitRepoServer:
         self._git("update-server-info")
         return self._git("rev-parse", "HEAD").strip()
 
+    def retag(self, tag: str) -> None:
+        """Move ``tag`` to the current commit, as an upstream that re-tags does."""
+        self._git("tag", "-f", tag)
+        self._git("update-server-info")
+
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -126,6 +126,14 @@ class Guest:
     def running(self) -> bool:
         raise NotImplementedError
 
+    def cut_power(self) -> None:
+        """Stop at once, with no shutdown; ``start`` then boots the same disk."""
+        raise NotImplementedError
+
+    def wait_stopped(self, timeout: float = 120) -> None:
+        """Wait for the guest to power itself off; ``start`` then boots the same disk."""
+        raise NotImplementedError
+
     # A shell command whose output changes with every boot of the guest.
     BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
 
@@ -205,10 +213,14 @@ class Guest:
         return self.ssh(f"sudo -n cat {FIRST_BOOT_STATUS}", check=False, timeout=30).stdout.strip()
 
     def wait_first_boot(self, timeout: float = 1200) -> str:
-        """Wait for bakery's verdict on this boot ("ready" or "failed STEP")
-        and for cloud-init to finish after it; returns the verdict."""
+        """Wait for bakery's verdict on this boot ("ready" or "failed STEP"),
+        written since this boot began, and for cloud-init to finish after it;
+        returns the verdict."""
+        status = FIRST_BOOT_STATUS
         self._wait(lambda: self._ssh_ok(
-            f"grep -qE '^(ready|failed )' {FIRST_BOOT_STATUS} && test {BOOT_FINISHED} -nt {FIRST_BOOT_STATUS}"),
+            f"grep -qE '^(ready|failed )' {status} && "
+            f"[ \"$(stat -c %Y {status})\" -ge $(($(date +%s) - $(ps -o etimes= -p 1))) ] && "
+            f"test {BOOT_FINISHED} -nt {status}"),
             "bakery's first boot and cloud-init to finish", timeout, 5)
         self.mark("first-boot")
         return self.first_boot_status()

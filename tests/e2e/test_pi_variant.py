@@ -1,9 +1,8 @@
 """The Raspberry-Pi-style variant, booted for real: the seed that ``bakery seed
 --target raspberry-pi`` makes (SQLite, no nginx, gunicorn listening on its own
-port with one worker, admin user ``pi``, avahi) on amd64 images of Debian 13,
-the base of Raspberry Pi OS Trixie (cloud-init 25, Python 3.13, OpenSSH 10),
-and of Debian 12, the base of Bookworm: what differs from a Pi is the
-CPU, not the configuration. The server is checked from outside: SSH, firewall, cloud-init, the app
+port with one worker, admin user ``pi``, avahi) on an amd64 image of Debian
+13, the base of Raspberry Pi OS Trixie (cloud-init 25, Python 3.13, OpenSSH
+10): what differs from a Pi is the CPU, not the configuration. The server is checked from outside: SSH, firewall, cloud-init, the app
 answering straight from gunicorn with a row read from SQLite, supervisor, and
 the ``.env`` file.
 
@@ -26,7 +25,7 @@ from .guest import GuestError
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.parametrize("tier", platforms(container=("debian-13", "debian-12")), indirect=True, scope="module", ids=str),
+    pytest.mark.parametrize("tier", platforms(container=("debian-13",)), indirect=True, scope="module", ids=str),
 ]
 
 APP = scenario.APP

@@ -53,11 +53,14 @@ class VM(Guest):
     _process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        """Power on: a fresh overlay disk the first time; after ``cut_power``
+        the same disk."""
         overlay = self.workdir / "disk.qcow2"
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.disk), "-F", "raw", str(overlay)],
-            check=True,
-        )
+        if not overlay.exists():
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.image.disk), "-F", "raw", str(overlay)],
+                check=True,
+            )
         self._allocate_ports()
         forwards = ",".join(
             f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in self.ports.items()
@@ -93,6 +96,16 @@ class VM(Guest):
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def wait_stopped(self, timeout: float = 120) -> None:
+        self._process.wait(timeout=timeout)
+        self._process = None
+
+    def cut_power(self) -> None:
+        """SIGKILL QEMU: what the guest had not written to its disk is lost."""
+        self._process.kill()
+        self._process.wait()
+        self._process = None
 
     def stop(self, timeout: float = 60) -> None:
         """Power off cleanly if the guest answers, else kill QEMU."""

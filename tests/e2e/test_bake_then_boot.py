@@ -1,0 +1,90 @@
+"""The image path end to end: the main scenario's ``--stage image`` boots and
+is baked the way a Packer build bakes it (its wait script, then its clean-up
+script), and the same disk then boots as a new server with ``--stage instance
+--hostname web1``. That server must come up serving HTTPS with its own host
+keys, host name and secrets, and keep nothing per-server from the bake.
+
+It runs in the container tier on the image of record (``BAKERY_E2E_VM=all``:
+the VM too); ``bench/first-boot`` measures the same path in the VM.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bakery.resources import data_path
+
+from . import checks, scenario
+from .conftest import platforms
+from .gitserve import GitRepoServer
+from .image import RECORD
+
+pytestmark = [pytest.mark.e2e]
+SCRIPTS = data_path("packer") / "scripts"
+INSTANCE_HOST = "web1.example.test"
+
+
+def upload(guest, name: str) -> str:
+    path = f"/tmp/{name}"
+    guest.ssh(f"cat > {path}", input=(SCRIPTS / name).read_text())
+    return path
+
+
+@pytest.mark.parametrize("tier", platforms(container=(RECORD,)), ids=str)
+def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
+    repo = GitRepoServer(tmp_path / "git")
+    try:
+        config = scenario.write_config(tmp_path, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
+                                       tier=tier.tier)
+        image_seed = tmp_path / "image.iso"
+        scenario.bakery("seed", "-c", str(config), "--stage", "image", "-o", str(image_seed))
+        instance_seed = tmp_path / "instance.iso"
+        scenario.bakery("seed", "-c", str(config), "--stage", "instance", "--hostname", "web1",
+                        "-o", str(instance_seed))
+
+        # The bake.
+        guest = boot_guest(image_seed, scenario.ADMIN, tier=tier)
+        guest.wait_ssh(timeout=400)
+        assert guest.wait_first_boot(timeout=1500) == "ready"
+        guest.timings["bake-ready"] = guest.timings["first-boot"]
+        assert "cloud-init finished without errors" in guest.ssh(
+            f"sh {upload(guest, 'wait-for-cloud-init.sh')}", timeout=1500).stdout
+        baked = {
+            "host_key": guest.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.strip(),
+            "instance": guest.ssh("cat /var/lib/cloud/data/instance-id").stdout.strip(),
+        }
+        # An image never holds the per-server parts.
+        assert guest.ssh(f"sudo -n test -e {scenario.APP_DIR}/.env", check=False).returncode != 0
+        assert guest.ssh("test -e /etc/nginx/sites-enabled/fixture", check=False).returncode != 0
+        # One session, as in a Packer build: without host keys sshd takes no
+        # new connection; the machine is then shut down and the disk kept.
+        clean = upload(guest, "clean-image.sh")
+        guest.ssh(f"sh {clean} >&2 && {{ (sleep 2; sudo -n systemctl poweroff) > /dev/null 2>&1 & }}")
+        guest.wait_stopped(timeout=180)
+
+        # A server started from the image, with its own user-data.
+        guest.seed = instance_seed
+        guest.start()
+        guest.wait_ssh(timeout=400)
+        assert guest.wait_first_boot(timeout=1500) == "ready", guest.ssh(
+            "sudo -n tail -n 60 /var/log/bakery/first-boot.log").stdout
+        guest.wait_https(host=INSTANCE_HOST, timeout=120)
+        guest.timings["instance-https"] = guest.timings["https"]
+
+        page = guest.http("/", host=INSTANCE_HOST)
+        assert page.status == 200 and "row: hello from the database" in page.body
+        assert guest.ssh("hostname").stdout.strip() == "web1"
+        assert guest.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.strip() != baked["host_key"]
+        assert guest.ssh("cat /var/lib/cloud/data/instance-id").stdout.strip() != baked["instance"]
+        subject = guest.ssh(f"echo | openssl s_client -connect 127.0.0.1:443 -servername {INSTANCE_HOST} "
+                            "2>/dev/null | openssl x509 -noout -subject").stdout
+        assert "web1" in subject, subject
+        # Only this instance's first boot ran (the bake's log went with the clean-up),
+        # and it did not fetch or install the app again.
+        log = guest.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
+        assert log.count("== step 1/") == 1 and "come with the image: no fetch, no pip install" in \
+            guest.ssh("sudo -n cat /var/log/bakery/update.log").stdout, log[-3000:]
+        checks.assert_cloud_init_done(guest)
+        checks.assert_firewall_allows_exactly(guest, {"22/tcp", "80/tcp", "443/tcp"})
+    finally:
+        repo.close()

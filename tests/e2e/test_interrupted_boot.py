@@ -1,0 +1,154 @@
+"""First boot on real machines: it fails safe, tells the truth, and finishes
+after a power cut or while the network is away.
+
+- The power is cut (SIGKILL, no shutdown) while first boot installs packages,
+  and again in another guest while it installs the app; powered on again, the
+  server ends complete and passes every check of the main scenario.
+- The git host is down for the first minutes of first boot: first boot keeps
+  trying and completes once it is back.
+- A step fails for good (the app's requirements cannot be installed): the
+  machine is locked down and reachable over SSH, and the console and
+  ``cloud-init status --long`` name the failed step; once the app is fixed,
+  the next boot carries first boot on to "ready".
+
+They run in the container tier on the image of record (Ubuntu 24.04): the
+container's "power cut" kills every process at once, though the host keeps
+what they had written; ``BAKERY_E2E_VM=all`` cuts a VM's power too, which
+loses what the guest had not written to its disk.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from . import checks, scenario
+from .conftest import platforms
+from .gitserve import GitRepoServer
+from .guest import wait_for
+from .image import RECORD
+from .test_first_boot import HOST, assert_main_checks
+
+pytestmark = [pytest.mark.e2e]
+PLATFORMS = platforms(container=(RECORD,))
+LOG = "/var/log/bakery/first-boot.log"
+
+# What shows that a step is in the middle of its work, not just started.
+BUSY = {
+    "packages": "pgrep -x dpkg",
+    "app": "pgrep -f 'bin/pip install'",
+}
+
+
+def boot(boot_guest, ssh_key, workdir, repo, tier, edit=None):
+    config = scenario.write_config(workdir, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
+                                   tier=tier.tier)
+    if edit:
+        import yaml
+
+        data = yaml.safe_load(config.read_text())
+        edit(data)
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+    guest = boot_guest(scenario.make_seed(config, workdir / "seed.iso"), scenario.ADMIN, tier=tier)
+    guest.wait_ssh(timeout=400)
+    return guest
+
+
+def running_step(guest) -> str:
+    match = re.fullmatch(r"running \d+/\d+ (\S+)", guest.first_boot_status())
+    return match.group(1) if match else ""
+
+
+@pytest.mark.parametrize("tier", PLATFORMS, ids=str)
+@pytest.mark.parametrize("step", sorted(BUSY))
+def test_power_cut_during_first_boot_then_it_finishes(step, tier, boot_guest, ssh_key, tmp_path):
+    repo = GitRepoServer(tmp_path / "git")
+    try:
+        guest = boot(boot_guest, ssh_key, tmp_path, repo, tier)
+        assert wait_for(lambda: running_step(guest) == step and guest._ssh_ok(f"sudo -n {BUSY[step]}"),
+                        timeout=1200, interval=1), guest.first_boot_status()
+        guest.timings[f"cut-during-{step}"] = guest.mark("cut")
+        guest.cut_power()
+
+        guest.start()
+        guest.wait_ssh(timeout=400)
+        assert guest.wait_first_boot(timeout=1500) == "ready", guest.ssh(f"sudo -n tail -n 60 {LOG}").stdout
+        guest.wait_https(host=HOST, timeout=120)
+        log = guest.ssh(f"sudo -n cat {LOG}").stdout
+        # The cut step started twice: once before the cut, once after it.
+        assert len(re.findall(rf"== step \d+/\d+ {step}$", log, re.M)) == 2, log[-3000:]
+        assert_main_checks(guest, repo)
+    finally:
+        repo.close()
+
+
+@pytest.mark.parametrize("tier", PLATFORMS, ids=str)
+def test_first_boot_waits_for_a_git_host_that_is_down(tier, boot_guest, ssh_key, tmp_path):
+    repo = GitRepoServer(tmp_path / "git", serve=False)
+    try:
+        guest = boot(boot_guest, ssh_key, tmp_path, repo, tier)
+        down = time.monotonic()
+        # Several refused clones, for a few minutes, before the host comes up.
+        assert wait_for(lambda: guest.ssh(f"sudo -n grep -c 'retrying in' {LOG}", check=False).stdout.strip()
+                        not in ("", "0", "1", "2"), timeout=900, interval=5)
+        while time.monotonic() - down < 150:
+            time.sleep(5)
+        repo.start()
+        guest.timings["git-host-up"] = guest.mark("git-host-up")
+        assert guest.wait_first_boot(timeout=900) == "ready", guest.ssh(f"sudo -n tail -n 60 {LOG}").stdout
+        log = guest.ssh(f"sudo -n cat {LOG}").stdout
+        assert re.search(r"attempt \d+ failed, retrying in \d+s: as_app git clone", log), log[-3000:]
+        assert "version: 1" in guest.http("/", host=HOST).body
+    finally:
+        repo.close()
+
+
+@pytest.mark.parametrize("tier", PLATFORMS, ids=str)
+def test_a_failed_step_leaves_the_machine_locked_down_and_says_so(tier, boot_guest, ssh_key, tmp_path):
+    repo = GitRepoServer(tmp_path / "git")
+    good = (repo.worktree / "requirements.txt").read_text()
+    repo.write("requirements.txt", good + "bakery-e2e-no-such-package==0.0.0\n")
+    repo.commit("a requirement that cannot be installed")
+    repo.retag("v1")
+
+    def with_mail(data):
+        data["mail"] = {"enabled": True}  # postfix must be loopback-only even so
+
+    try:
+        guest = boot(boot_guest, ssh_key, tmp_path, repo, tier, edit=with_mail)
+        assert guest.wait_first_boot(timeout=1500) == "failed app"
+
+        # It says so: on the console, in its log and in cloud-init's status.
+        console = guest.console_log.read_text(errors="replace")
+        assert re.search(rf"bakery: first boot of {re.escape(HOST)} FAILED at step app after \d+ seconds; "
+                         r"log: /var/log/bakery/first-boot.log", console), guest.console_tail()
+        assert not re.search(r"is ready after", console)
+        status = guest.ssh("cloud-init status --long", check=False).stdout
+        assert "status: error" in status and re.search(r"failures \(bakery-\d\d-app\)", status), status
+
+        # Locked down and reachable: SSH with the key only, the firewall on,
+        # nothing but SSH beyond loopback (no nginx default site, postfix on
+        # loopback), and no step after the failed one ran.
+        assert guest.ssh("whoami").stdout.strip() == scenario.ADMIN
+        checks.assert_root_login_refused(guest)
+        checks.assert_password_login_refused(guest, scenario.ADMIN)
+        checks.assert_firewall_allows_exactly(guest, {"22/tcp", "80/tcp", "443/tcp"})
+        assert checks.listening_beyond_loopback(guest) <= {("0.0.0.0", 22), ("[::]", 22), ("*", 22)}, \
+            guest.ssh("sudo -n ss -Hltnp").stdout
+        assert "inet_interfaces = loopback-only" in guest.ssh("postconf inet_interfaces").stdout
+        log = guest.ssh(f"sudo -n cat {LOG}").stdout
+        assert re.search(r"step \d+/\d+ nginx: not run, step app failed", log), log[-3000:]
+
+        # Fixed upstream: the next boot carries first boot on to the end.
+        repo.write("requirements.txt", good)
+        repo.commit("requirements fixed")
+        repo.retag("v1")
+        guest.reboot(timeout=400)
+        assert guest.wait_first_boot(timeout=1500) == "ready", guest.ssh(f"sudo -n tail -n 60 {LOG}").stdout
+        guest.wait_https(host=HOST, timeout=120)
+        assert "version: 1" in guest.http("/", host=HOST).body
+        checks.assert_cloud_init_done(guest)
+    finally:
+        repo.close()
