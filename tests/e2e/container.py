@@ -137,6 +137,7 @@ class Container(Guest):
         )
         self._wait_for_own_network_namespace()
         api = self.workdir / "slirp.sock"
+        api.unlink(missing_ok=True)  # left by the slirp4netns of a previous power-on
         self._slirp = subprocess.Popen(
             ["slirp4netns", "--configure", "--mtu=65520", f"--api-socket={api}",
              str(self._process.pid), "tap0"],

@@ -101,10 +101,28 @@ def test_sshd_effective_settings_are_hardened(server):
         assert line in effective, line
 
 
+def test_sshd_is_served_the_distribution_s_way(server, tier):
+    enabled = server.ssh("systemctl is-enabled ssh.socket ssh.service", check=False).stdout.split()
+    if tier.distro == "ubuntu-24.04":
+        # Socket activation: every sshd that ssh.socket starts reads the drop-in.
+        assert enabled[0] == "enabled" and server.ssh("systemctl is-active ssh.socket").stdout.strip() == "active"
+    else:
+        assert "enabled" in enabled[1:], enabled
+
+
 # --- 3: firewall ---------------------------------------------------------------
 
 def test_firewall_allows_exactly_ssh_http_https(server):
     checks.assert_firewall_allows_exactly(server, {"22/tcp", "80/tcp", "443/tcp"})
+
+
+def test_firewall_rules_are_in_the_kernel_through_nftables(server):
+    # ufw drives iptables, which on all four distributions is nftables underneath.
+    assert "nf_tables" in server.ssh("sudo -n iptables -V").stdout
+    rules = server.ssh("sudo -n iptables-save").stdout
+    for port in (22, 80, 443):
+        assert re.search(rf"-A ufw-user-input .*--dport {port} .*-j ACCEPT", rules), rules
+    assert re.search(r"^:ufw-before-input|^-A INPUT -j ufw-before-input", rules, re.M)
 
 
 # --- 4: cloud-init -------------------------------------------------------------
@@ -191,6 +209,14 @@ def test_database_user_logs_in_locally_with_env_password(server):
     assert result.stdout.strip() == "hello from the database"
     wrong = server.ssh(f'MYSQL_PWD=wrong {MYSQL} -u {user} -h localhost -e "SELECT 1" {name}', check=False)
     assert wrong.returncode != 0
+
+
+def test_database_server_is_the_distribution_s(server, tier):
+    version = server.ssh(f'sudo -n {MYSQL} -N -e "SELECT VERSION()"').stdout.strip()
+    if tier.distro.startswith("ubuntu"):
+        assert version.startswith("8.") and "MariaDB" not in version, version  # MySQL 8
+    else:
+        assert "MariaDB" in version, version
 
 
 def test_database_user_is_local_only(server):
