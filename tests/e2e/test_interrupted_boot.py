@@ -123,7 +123,8 @@ def test_a_failed_step_leaves_the_machine_locked_down_and_says_so(tier, boot_gue
         # It says so: on the console, in its log and in cloud-init's status.
         console = guest.console_log.read_text(errors="replace")
         assert re.search(rf"bakery: first boot of {re.escape(HOST)} FAILED at step app after \d+ seconds; "
-                         r"log: /var/log/bakery/first-boot.log", console), guest.console_tail()
+                         r"log: /var/log/bakery/first-boot.log; the machine is locked down\.", console), \
+            guest.console_tail()
         assert not re.search(r"is ready after", console)
         status = guest.ssh("cloud-init status --long", check=False).stdout
         assert "status: error" in status and re.search(r"failures \(bakery-\d\d-app\)", status), status
