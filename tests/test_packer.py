@@ -144,7 +144,7 @@ def test_unknown_and_missing_variables_are_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("target, hint", [("linode", "github.com/linode/linode"), ("raspberry-pi", "sdimage"), ("vultr", "Packer targets")])
+@pytest.mark.parametrize("target, hint", [("linode", "github.com/linode/linode"), ("raspberry-pi", "bakery sd-image"), ("vultr", "Packer targets")])
 def test_targets_without_builder(target, hint, tmp_path):
     with pytest.raises(UsageError, match=hint):
         write_packer_dir(tmp_path, target, USER_DATA, {"ssh_username": "ubuntu"})

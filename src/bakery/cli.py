@@ -49,13 +49,13 @@ def _stages(func):
     return func
 
 
-def _render(config, target, memory, secrets, stage="full", hostname=None):
+def _render(config, target, memory, secrets, stage="full", hostname=None, save_secrets=True):
     from .pipeline import render_config
     from .targets import get_target
 
     tgt = get_target(target)
     rendered = render_config(config, tgt, memory_mib=parse_memory(memory), secrets_path=secrets, stage=stage,
-                             hostname=hostname)
+                             hostname=hostname, save_secrets=save_secrets)
     for note in rendered.plan.notes:
         click.echo(f"bakery: {note}", err=True)
     return rendered
@@ -109,7 +109,8 @@ def validate(config, target, memory, secrets, stage, hostname):
 
     from .cloudconfig import check_size, emit
 
-    rendered = _render(config, target, memory, secrets, stage, hostname)
+    # A check has no side effects: the secrets it draws are not saved.
+    rendered = _render(config, target, memory, secrets, stage, hostname, save_secrets=False)
     data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
     check_size(size, "yaml", rendered.plan.target)
     stage_note = "" if stage == "full" else f", {stage} stage"
@@ -165,7 +166,7 @@ def packer(config, target, memory, secrets, out_dir, variables):
     """Write a ready-to-build Packer folder that bakes the server into an image:
     the image stage, the same for every server. Each server started from the
     image then gets its own `bakery render --stage instance --hostname NAME`."""
-    from .cloudconfig import emit
+    from .cloudconfig import check_size, emit
     from .outputs.packer import write_packer_dir
 
     values = {"ssh_username": None}
@@ -176,7 +177,8 @@ def packer(config, target, memory, secrets, out_dir, variables):
         values[name] = value
     rendered = _render(config, target, memory, secrets, stage="image")
     values["ssh_username"] = values["ssh_username"] or rendered.plan.admin.name
-    data, _ = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
+    data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
+    check_size(size, "yaml", rendered.plan.target)
     written = write_packer_dir(out_dir, target, data, values)
     click.echo(f"bakery: wrote {len(written)} files to {out_dir}; see {out_dir / 'README.md'}", err=True)
 

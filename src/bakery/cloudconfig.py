@@ -10,7 +10,7 @@ import hashlib
 
 import yaml
 
-from .errors import BakeryError
+from .errors import BakeryError, UsageError
 
 FORMATS = ("yaml", "mime", "gzip-base64")
 
@@ -134,4 +134,5 @@ def check_size(size: int, fmt: str, target) -> None:
         hint = f"; try --format gzip-base64 ({target.name} accepts compressed user-data)"
     elif fmt != "gzip-base64":
         hint = f"; {target.name} does not accept compressed user-data: remove packages or commands, or bake an image with `bakery packer`"
-    raise BakeryError(f"rendered user-data is {size} bytes, over {target.name}'s limit of {target.userdata_limit} bytes{hint}")
+    # The config does not fit the target, like a memory check: exit 2.
+    raise UsageError(f"rendered user-data is {size} bytes, over {target.name}'s limit of {target.userdata_limit} bytes{hint}")

@@ -269,6 +269,12 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         ports.append(f"{app.port}/tcp")
     else:
         ports += ["80/tcp", "443/tcp"]
+    for i, rule in enumerate(_get(data, "firewall", "allow", default=[]) or []):
+        rule, problem = _ufw_rule(rule)
+        if problem:
+            problems.append(doc.problem(("firewall", "allow", i), problem))
+        elif rule not in ports:
+            ports.append(rule)
     if _get(data, "search", "elasticsearch", default=False) and memory < ELASTICSEARCH_MIN_MIB:
         problems.append(doc.problem(("search", "elasticsearch"),
                         f"Elasticsearch needs more than 2 GiB of memory and target '{target.name}' has {memory} MiB; "
@@ -357,6 +363,25 @@ def _server_identity(stage: str, override: Optional[str], configured: Optional[s
     if override is not None or stage == "instance":
         return hostname, lambda key: secrets.get(f"{hostname}/{key}")
     return hostname, secrets.get
+
+
+def _ufw_rule(value) -> tuple:
+    """(ufw rule argument, problem) for one firewall.allow entry: a port
+    (both protocols, as `ufw allow 8080`), PORT/PROTO, or LOW:HIGH/PROTO."""
+    text = str(value)
+    match = re.fullmatch(r"([0-9]{1,5})(?::([0-9]{1,5}))?(?:/(tcp|udp))?", text)
+    if not match:
+        return None, f"expected a port, PORT/tcp, PORT/udp or LOW:HIGH/tcp, got {text!r}"
+    low, high, proto = match.group(1), match.group(2), match.group(3)
+    for port in filter(None, (low, high)):
+        if not 1 <= int(port) <= 65535:
+            return None, f"port {port} is out of range: ports are 1 to 65535"
+    if high is not None:
+        if int(low) >= int(high):
+            return None, f"the range {low}:{high} must go from the lower port to the higher one"
+        if proto is None:
+            return None, f"a port range needs a protocol, e.g. {low}:{high}/tcp (ufw refuses it otherwise)"
+    return text, None
 
 
 def _pip_name(requirement: str) -> str:

@@ -25,6 +25,8 @@ APP = "fixture"
 DOMAIN = "fixture.example.test"
 APP_DIR = f"/home/{ADMIN}/{APP}"
 APP_PORT = 8000  # bakery's default: gunicorn on 127.0.0.1, behind nginx
+EXTRA_PORTS = "60000:60010/udp"  # firewall.allow in the main scenario
+MAIN_RULES = {"22/tcp", "80/tcp", "443/tcp", EXTRA_PORTS}
 
 PI_TARGET = "raspberry-pi"
 PI_ADMIN = "pi"
@@ -54,6 +56,8 @@ def scenario_config(public_key: str, repo_url: str, admin: str = ADMIN) -> dict:
             "static": "static",
         },
         "web": {"nginx": True, "tls": "self-signed"},
+        # One more port, as users open one: ufw must take bakery's rule.
+        "firewall": {"allow": [EXTRA_PORTS]},
         # The fixture sends no mail; postfix would only add install time.
         "mail": {"enabled": False},
     }

@@ -85,6 +85,6 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
         assert log.count("== step 1/") == 1 and "come with the image: no fetch, no pip install" in \
             guest.ssh("sudo -n cat /var/log/bakery/update.log").stdout, log[-3000:]
         checks.assert_cloud_init_done(guest)
-        checks.assert_firewall_allows_exactly(guest, {"22/tcp", "80/tcp", "443/tcp"})
+        checks.assert_firewall_allows_exactly(guest, scenario.MAIN_RULES)
     finally:
         repo.close()

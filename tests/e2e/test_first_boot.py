@@ -112,8 +112,8 @@ def test_sshd_is_served_the_distribution_s_way(server, tier):
 
 # --- 3: firewall ---------------------------------------------------------------
 
-def test_firewall_allows_exactly_ssh_http_https(server):
-    checks.assert_firewall_allows_exactly(server, {"22/tcp", "80/tcp", "443/tcp"})
+def test_firewall_allows_exactly_ssh_http_https_and_the_config_s_ports(server):
+    checks.assert_firewall_allows_exactly(server, scenario.MAIN_RULES)
 
 
 def test_firewall_rules_are_in_the_kernel_through_nftables(server):
@@ -122,6 +122,7 @@ def test_firewall_rules_are_in_the_kernel_through_nftables(server):
     rules = server.ssh("sudo -n iptables-save").stdout
     for port in (22, 80, 443):
         assert re.search(rf"-A ufw-user-input .*--dport {port} .*-j ACCEPT", rules), rules
+    assert re.search(r"-A ufw-user-input -p udp .*--dport 60000:60010 .*-j ACCEPT", rules), rules
     assert re.search(r"^:ufw-before-input|^-A INPUT -j ufw-before-input", rules, re.M)
 
 
@@ -233,7 +234,8 @@ def assert_main_checks(server, repo) -> None:
     """Every check above, in order: what a complete server of the main
     scenario shows from outside (used after an interrupted first boot too)."""
     for check in (test_admin_ssh_and_passwordless_sudo, test_root_login_refused, test_password_login_refused,
-                  test_sshd_effective_settings_are_hardened, test_firewall_allows_exactly_ssh_http_https,
+                  test_sshd_effective_settings_are_hardened,
+                  test_firewall_allows_exactly_ssh_http_https_and_the_config_s_ports,
                   test_cloud_init_done_without_errors, test_first_boot_log_shows_completion,
                   test_console_says_ready_only_after_every_step,
                   test_nothing_but_ssh_http_https_listens_beyond_loopback,

@@ -135,7 +135,7 @@ def test_a_failed_step_leaves_the_machine_locked_down_and_says_so(tier, boot_gue
         assert guest.ssh("whoami").stdout.strip() == scenario.ADMIN
         checks.assert_root_login_refused(guest)
         checks.assert_password_login_refused(guest, scenario.ADMIN)
-        checks.assert_firewall_allows_exactly(guest, {"22/tcp", "80/tcp", "443/tcp"})
+        checks.assert_firewall_allows_exactly(guest, scenario.MAIN_RULES)
         assert checks.listening_beyond_loopback(guest) <= {("0.0.0.0", 22), ("[::]", 22), ("*", 22)}, \
             guest.ssh("sudo -n ss -Hltnp").stdout
         assert "inet_interfaces = loopback-only" in guest.ssh("postconf inet_interfaces").stdout

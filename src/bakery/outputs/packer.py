@@ -60,7 +60,7 @@ NO_BUILDER = {
         "or write a template for the `linode` plugin (github.com/linode/linode, Packer 1.7 or later)."
     ),
     "raspberry-pi": (
-        "a Raspberry Pi is not baked with Packer: write an SD card image with `bakery sdimage` instead."
+        "a Raspberry Pi is not baked with Packer: write an SD card image with `bakery sd-image` instead."
     ),
 }
 
