@@ -61,16 +61,25 @@ def _render(config, target, memory, secrets, stage="full", hostname=None, save_s
     return rendered
 
 
-def _write(output, data: bytes):
+def _write(output, data: bytes, config=None):
     if output is None:
         stream = click.get_binary_stream("stdout")
         stream.write(data)
         stream.flush()
-    else:
-        from .fsutil import atomic_write
+        return
+    from .fsutil import atomic_write, is_special
 
-        atomic_write(output, data, mode=0o600)
-        click.echo(f"bakery: wrote {output} ({len(data)} bytes, mode 0600)", err=True)
+    _refuse_overwriting_input(output, config)
+    atomic_write(output, data, mode=0o600)
+    kind = "" if is_special(output) else ", mode 0600"
+    click.echo(f"bakery: wrote {output} ({len(data)} bytes{kind})", err=True)
+
+
+def _refuse_overwriting_input(output, config) -> None:
+    import os
+
+    if config is not None and os.path.exists(output) and os.path.exists(config) and os.path.samefile(output, config):
+        raise UsageError(f"-o {output} is the config itself: write the output somewhere else")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,7 +103,7 @@ def render(config, target, memory, secrets, stage, hostname, fmt, output):
     rendered = _render(config, target, memory, secrets, stage, hostname)
     data, size = emit(rendered.cloud_config, fmt, rendered.plan.target.userdata_limit)
     check_size(size, fmt, rendered.plan.target)
-    _write(output, data)
+    _write(output, data, config)
 
 
 @cli.command()
@@ -154,6 +163,7 @@ def seed(config, target, memory, secrets, stage, hostname, output):
     rendered = _render(config, target, memory, secrets, stage, hostname)
     data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
     check_size(size, "yaml", rendered.plan.target)
+    _refuse_overwriting_input(output, config)
     write_seed_iso(output, seed_files(rendered.plan, data))
     click.echo(f"bakery: wrote {output} (NoCloud seed, volume cidata)", err=True)
 
@@ -283,6 +293,11 @@ def main(argv=None):
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
+        sys.exit(1)
+    except OSError as exc:
+        # A file that cannot be read or written: one line, no traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"bakery: error: {where}{exc.strerror or exc}", err=True)
         sys.exit(1)
     sys.exit(0)
 

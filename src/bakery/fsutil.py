@@ -1,10 +1,14 @@
 """Writing outputs safely: every artifact goes to a temporary file beside its
 destination and is renamed into place only when complete, so a failure never
-leaves a half-written file behind."""
+leaves a half-written file behind. A destination that is a symlink is written
+through (its target is replaced, the link stays), and one that is not a
+regular file (a device, a FIFO, /dev/stdout, a process substitution) is
+written to directly: renaming over it would replace the device itself."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +21,7 @@ def atomic_output(path: os.PathLike | str, mode: int = 0o600) -> Iterator[IO[byt
 
     On any exception the temporary file is removed and ``path`` is untouched.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -35,9 +39,23 @@ def atomic_output(path: os.PathLike | str, mode: int = 0o600) -> Iterator[IO[byt
         raise
 
 
+def is_special(path: os.PathLike | str) -> bool:
+    """True for an existing destination that is neither a regular file nor a folder."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode)
+
+
 def atomic_write(path: os.PathLike | str, data: bytes | str, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically with permissions ``mode``."""
+    """Write ``data`` to ``path`` atomically with permissions ``mode`` (or
+    straight into it when it is a special file)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
+    if is_special(path):
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return
     with atomic_output(path, mode) as fh:
         fh.write(data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,7 +234,7 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
             pip_packages=list(app_data.get("pip_packages") or ["gunicorn"]),
             environment={k: _text(v) for k, v in (app_data.get("environment") or {}).items()},
             dotenv=dotenv, setup=list(app_data.get("setup") or []), migrate=list(app_data.get("migrate") or []),
-            static_dir=f"{app_dir}/{static.strip('/')}" if static else None,
+            static_dir=_static_dir(doc, app_dir, static, problems) if static else None,
             static_url=app_data.get("static_url", "/static").rstrip("/") or "/static",
             port=port, bind=f"127.0.0.1:{port}" if nginx else f"0.0.0.0:{port}", workers=workers,
         )
@@ -322,6 +323,12 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
     mail = Mail(enabled=bool(_get(data, "mail", "enabled", default=True)), domain=mail_domain,
                 dkim_selector=_get(data, "mail", "dkim_selector"), dkim_public_key=dkim_key)
 
+    extra_packages = list(_get(data, "packages", default=[]) or [])
+    for i, package in enumerate(extra_packages):
+        if package.endswith("-"):
+            problems.append(doc.problem(("packages", i), f"a trailing '-' makes apt remove {package[:-1]}; "
+                                        "bakery only installs packages: remove the '-'"))
+
     if problems:
         raise ConfigError(problems)
     return Plan(
@@ -329,7 +336,7 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         hostname=hostname, fqdn=fqdn, domain=domain,
         timezone=_get(data, "host", "timezone"), locale=_get(data, "host", "locale"), keyboard=_get(data, "host", "keyboard"),
         password_authentication=password_auth, permit_root_login=bool(_get(data, "ssh", "permit_root_login", default=False)),
-        firewall=firewall, open_ports=ports, extra_packages=list(_get(data, "packages", default=[]) or []),
+        firewall=firewall, open_ports=ports, extra_packages=extra_packages,
         swap_size=swap_size, apt_proxy=_get(data, "network", "apt_proxy"),
         retry_seconds=60 * int(_get(data, "network", "retry_minutes", default=15)), pip_index_url=_get(data, "network", "pip_index_url"),
         ca_certs=ca_certs, wifi=wifi, database=database, app=app, web=web, mail=mail,
@@ -384,6 +391,16 @@ def _ufw_rule(value) -> tuple:
     return text, None
 
 
+def _static_dir(doc, app_dir: str, static: str, problems: list) -> str:
+    """The static folder nginx serves: inside the checkout, not the checkout
+    itself (that would serve its .env and .git)."""
+    path = posixpath.normpath(posixpath.join(app_dir, static))
+    if not path.startswith(app_dir + "/"):
+        problems.append(doc.problem(("app", "static"), f"the static folder must be a folder inside the app's checkout "
+                                    f"({static!r} is {path}): e.g. app/static"))
+    return path
+
+
 def _pip_name(requirement: str) -> str:
     """The project name of a pip requirement such as ``PyMySQL[rsa]>=1.1``."""
     return re.split(r"[\[=<>!~;@ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
@@ -434,7 +451,14 @@ def _resolve_admin(doc: Document, target: Target, home, problems: list, notes: l
                 "no SSH public key: the admin could not log in (password login is off and the password is locked). "
                 "Create a key with: ssh-keygen -t ed25519   (bakery then uses ~/.ssh/id_ed25519.pub), "
                 "or list keys under admin.ssh_keys, or set admin.ssh_import_id (e.g. gh:yourname)"))
-    return Admin(name=name, keys=found, import_ids=import_ids, shell=_get(data, "admin", "shell", default="/bin/bash"), key_source=source)
+    shell = _get(data, "admin", "shell", default="/bin/bash")
+    if name == "root":
+        problems.append(doc.problem(("admin", "name"), "the admin is a new sudo user, and root stays locked out of SSH: "
+                                    "choose another name, e.g. ubuntu"))
+    if posixpath.basename(shell) in ("nologin", "false"):
+        problems.append(doc.problem(("admin", "shell"), f"{shell} refuses every login, so the admin could not log in: "
+                                    "use a shell such as /bin/bash"))
+    return Admin(name=name, keys=found, import_ids=import_ids, shell=shell, key_source=source)
 
 
 def _resolve_database(doc, target: Target, app_name: str, app_dir: str, secret, problems) -> Database:
@@ -451,7 +475,14 @@ def _resolve_database(doc, target: Target, app_name: str, app_dir: str, secret, 
     path = None
     if engine == "sqlite":
         rel = _get(data, "database", "path", default=f"{app_name}.db")
-        path = rel if rel.startswith("/") else f"{app_dir}/{rel}"
+        path = posixpath.normpath(posixpath.join(app_dir, rel))
+        # The update command makes the file's folder the app user's: it must
+        # be the app's own (its checkout, or /var/lib/<app>), never / or /tmp.
+        state_dir = f"/var/lib/{app_name}"
+        if not (path.startswith(app_dir + "/") or path.startswith(state_dir + "/")):
+            problems.append(doc.problem(("database", "path"), f"the SQLite file must be inside the app's folder "
+                                        f"{app_dir} or in {state_dir}/ ({rel!r} is {path}): "
+                                        f"use a path such as data/{app_name}.db"))
         url = f"sqlite:///{path}"
     elif engine == "mysql":
         url = f"mysql+pymysql://{user}:{quote(password, safe='')}@localhost:3306/{name}?charset={charset}"

@@ -22,12 +22,36 @@ def load_schema() -> dict:
     return json.loads((data_path("schemas") / "bakery.schema.json").read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=None)
+def whole_text_regex(pattern: str):
+    """``pattern`` compiled so that a ``$`` ending it (or one of its
+    alternatives) means the end of the text."""
+    import re
+
+    return re.compile(re.sub(r"(?<!\\)\$(?=\||\)|$)", r"\\Z", pattern))
+
+
+def _whole_text_pattern(validator, pattern, instance, schema):
+    """jsonschema's ``pattern``, except that an anchored pattern must match
+    the whole text: Python's ``$`` also matches before a final line break, so
+    a block scalar (``key: |``) would pass every single-line field."""
+    from jsonschema.exceptions import ValidationError
+
+    if validator.is_type(instance, "string") and not whole_text_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+@lru_cache(maxsize=1)
+def _validator_class():
+    from jsonschema import Draft202012Validator, validators
+
+    return validators.extend(Draft202012Validator, {"pattern": _whole_text_pattern})
+
+
 def check_schema(doc: Document) -> list[Problem]:
     """Every schema violation in ``doc``, as located problems."""
-    from jsonschema import Draft202012Validator
-
     schema = load_schema()
-    validator = Draft202012Validator(schema)
+    validator = _validator_class()(schema)
     problems = []
     for error in validator.iter_errors(doc.data):
         problems.extend(_explain(error, doc, schema))

@@ -149,6 +149,10 @@ def declared_variables(template: str) -> dict[str, bool]:
     return {name: bool(re.search(r"^\s*default\s*=", body, re.M)) for name, body in _VARIABLE_BLOCK.findall(template)}
 
 
+# The first words of every template bakery writes (packer/*.pkr.hcl).
+BAKERY_TEMPLATE_MARK = b"# Bakes a bakery server into"
+
+
 def write_packer_dir(
     out_dir: Path,
     target: str,
@@ -188,10 +192,15 @@ def write_packer_dir(
     out_dir = Path(out_dir)
     # `packer build .` loads every template in the folder: one left from an
     # earlier run for another builder would be built too.
+    # Only bakery's own is removed: a template of the user's is theirs to move.
     for other in BUILDERS:
         stale = out_dir / f"{other}.pkr.hcl"
-        if other != builder.name and stale.is_file():
-            stale.unlink()
+        if other == builder.name or not stale.is_file():
+            continue
+        if not stale.read_bytes().startswith(BAKERY_TEMPLATE_MARK):
+            raise UsageError(f"{out_dir} holds {stale.name}, which bakery did not write, and `packer build .` "
+                             "would build it too: move it away or choose another folder with -o")
+        stale.unlink()
 
     written = []
     for name, data, mode in files:
