@@ -119,14 +119,16 @@ def workstation(tmp_path) -> Path:
     return home
 
 
-def run_bakery(args, *, home: Path, cwd: Path | None = None, env: dict | None = None, input: bytes | None = None) -> subprocess.CompletedProcess:
-    """Run the real `bakery` command in a subprocess, as a user would."""
+def run_bakery(args, *, home: Path, cwd: Path | None = None, env: dict | None = None, input: bytes | None = None,
+               timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run the real `bakery` command in a subprocess, as a user would (a
+    ``timeout`` proves that bad input is refused, not read forever)."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("MS_TRANSLATOR_KEY",)}
     full_env.update({"HOME": str(home), "PYTHONPATH": str(REPO / "src")})
     if env:
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "bakery", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, input=input)
+                          capture_output=True, input=input, timeout=timeout)
 
 
 def write_files(doc: dict) -> dict:
@@ -152,3 +154,15 @@ def first_boot_packages(doc: dict) -> list:
     script = write_files(doc)["/usr/local/lib/bakery/first-boot.sh"]
     match = re.search(r'install --no-install-recommends(.*)$', script, re.M)
     return shlex.split(match.group(1)) if match else []
+
+
+def make_dkim_public_key() -> str:
+    """A real RSA public key as a DKIM record carries it: the base64 of its DER."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode("ascii")

@@ -39,6 +39,20 @@ def atomic_output(path: os.PathLike | str, mode: int = 0o600) -> Iterator[IO[byt
         raise
 
 
+class TooLarge(ValueError):
+    """A file that should be small is not (e.g. /dev/zero given as a key)."""
+
+
+def read_small(path: os.PathLike | str, limit: int = 256 * 1024) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them: a key, a certificate or
+    a secrets file is kilobytes, and a device such as /dev/zero never ends."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"{path} is larger than {limit // 1024} KiB, which no key or certificate is")
+    return data
+
+
 def is_special(path: os.PathLike | str) -> bool:
     """True for an existing destination that is neither a regular file nor a folder."""
     try:

@@ -53,14 +53,28 @@ def _reason(exc: Exception) -> str:
     return msg.splitlines()[0][:120] if msg else "unreadable key data"
 
 
+def shown(item: str) -> str:
+    """``item`` as a message may show it: not when it may be key material
+    pasted where a path was expected (long, or holding key-like text)."""
+    text = str(item)
+    if len(text) > 120 or looks_private(text) or "\n" in text:
+        return "(not shown: it looks like key material, which bakery never prints)"
+    return text
+
+
 def read_key_file(path: Path) -> str:
     """Read one public key file; refuse private key files without showing them."""
+    from .fsutil import TooLarge, read_small
+
     try:
-        data = path.read_bytes()
+        data = read_small(path, 64 * 1024)
     except FileNotFoundError:
-        raise KeyProblem(f"key file {path} not found") from None
+        raise KeyProblem(f"key file {shown(path)} not found; give a public key line ('ssh-ed25519 AAAA...') "
+                         "or the path of a .pub file") from None
+    except TooLarge:
+        raise KeyProblem(f"{shown(path)} is far larger than a public key file") from None
     except OSError as exc:
-        raise KeyProblem(f"cannot read key file {path}: {exc.strerror}") from None
+        raise KeyProblem(f"cannot read key file {shown(path)}: {exc.strerror}") from None
     text = data.decode("utf-8", errors="replace")
     if looks_private(text) or text.startswith("-----BEGIN OPENSSH"):
         raise KeyProblem(f"{path} is a PRIVATE key file; point to the public key ({path.name}.pub) instead")

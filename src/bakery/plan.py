@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from . import keys as sshkeys
 from .errors import ConfigError, Problem, UsageError
+from .fsutil import TooLarge, read_small
 from .loader import Document
 from .secrets_store import SecretStore
 from .stages import STAGES
@@ -207,7 +208,8 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         home_dir = f"/home/{app_user}"
         app_dir = f"{home_dir}/{name}"
         database = _resolve_database(doc, target, name, app_dir, secret, problems)
-        workers = app_data.get("workers") or target.workers or default_workers(memory, target.cpus)
+        # int(): YAML's 2.0 is a number the schema takes as an integer; gunicorn does not.
+        workers = int(app_data.get("workers") or target.workers or default_workers(memory, target.cpus))
         port = int(app_data.get("port", 8000))
         static = app_data.get("static")
         dotenv = {"SECRET_KEY": secret(f"{name}.secret_key")}
@@ -247,6 +249,9 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
             if not any(_pip_name(p) == package for p in app.pip_packages):
                 app.pip_packages.insert(position, package)
         tls = _get(data, "web", "tls", default="self-signed")
+        if not nginx and _get(data, "web", "tls") not in (None, "none"):
+            problems.append(doc.problem(("web", "tls"), f"tls: {tls} needs nginx, and web.nginx is false: gunicorn "
+                                        "would serve plain HTTP on every address; turn nginx on, or set tls: none"))
         server_name = _get(data, "web", "domain") or fqdn or domain
         email = _get(data, "web", "email")
         if nginx and tls == "letsencrypt":
@@ -293,9 +298,10 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
     for i, item in enumerate(_get(data, "network", "ca_certs", default=[]) or []):
         path = sshkeys.resolve_key_path(item, doc.base_dir)
         try:
-            pem = path.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(doc.problem(("network", "ca_certs", i), f"cannot read CA certificate {path}: {getattr(exc, 'strerror', None) or exc}"))
+            pem = read_small(path).decode("ascii")
+        except (OSError, UnicodeDecodeError, TooLarge) as exc:
+            reason = getattr(exc, "strerror", None) or ("not ASCII text" if isinstance(exc, UnicodeDecodeError) else exc)
+            problems.append(doc.problem(("network", "ca_certs", i), f"cannot read CA certificate {sshkeys.shown(path)}: {reason}"))
             continue
         if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
             problems.append(doc.problem(("network", "ca_certs", i), f"{path} is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)"))
@@ -308,18 +314,14 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         password = wifi_data.get("password")
         wifi = Wifi(ssid=wifi_data["ssid"], psk=wpa_psk(wifi_data["ssid"], password) if password else None,
                     country=wifi_data.get("country"), hidden=bool(wifi_data.get("hidden", False)))
+        if len(wifi.ssid.encode("utf-8")) > 32:
+            problems.append(doc.problem(("network", "wifi", "ssid"), f"an SSID is at most 32 bytes; this one is "
+                                        f"{len(wifi.ssid.encode('utf-8'))} bytes in UTF-8"))
         if not wifi.country:
             problems.append(doc.problem(("network", "wifi"), "Wi-Fi needs a country (regulatory domain), e.g. country: GB; without it the radio stays off on a Raspberry Pi"))
 
     mail_domain = _get(data, "mail", "domain") or domain or fqdn or (hostname or "localhost")
-    dkim_key = _get(data, "mail", "dkim_public_key")
-    if dkim_key and not re.fullmatch(r"[A-Za-z0-9+/=\s]+", dkim_key):
-        key_path = sshkeys.resolve_key_path(dkim_key, doc.base_dir)
-        try:
-            dkim_key = _pem_body(key_path.read_text(encoding="ascii"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            problems.append(doc.problem(("mail", "dkim_public_key"), f"expected the base64 public key or a readable PEM public key file: {exc}"))
-            dkim_key = None
+    dkim_key = _dkim_public_key(doc, _get(data, "mail", "dkim_public_key"), problems)
     mail = Mail(enabled=bool(_get(data, "mail", "enabled", default=True)), domain=mail_domain,
                 dkim_selector=_get(data, "mail", "dkim_selector"), dkim_public_key=dkim_key)
 
@@ -419,6 +421,58 @@ def _pem_body(pem: str) -> str:
     return "".join(lines)
 
 
+def _dkim_public_key(doc, value, problems: list):
+    """The DKIM public key as the base64 of its DER, from the key itself or a
+    PEM file; a private key is refused and never shown, whatever its form."""
+    if not value:
+        return None
+    where = ("mail", "dkim_public_key")
+    if sshkeys.looks_private(value):
+        problems.append(doc.problem(where, "this is a PRIVATE key: give the public key; the private key stays on the mail server"))
+        return None
+    if re.fullmatch(r"[A-Za-z0-9+/=\s]+", value):
+        body = "".join(value.split())
+    else:
+        path = sshkeys.resolve_key_path(value, doc.base_dir)
+        try:
+            pem = read_small(path, 64 * 1024).decode("ascii")
+            if sshkeys.looks_private(pem):
+                raise ValueError(f"{sshkeys.shown(path)} is a PRIVATE key file: give the public key")
+            body = _pem_body(pem)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            problems.append(doc.problem(where, f"expected the base64 public key or a readable PEM public key file: {reason}"))
+            return None
+    problem = _der_public_key_problem(body)
+    if problem:
+        problems.append(doc.problem(where, problem))
+        return None
+    return body
+
+
+def _der_public_key_problem(body: str):
+    """None when ``body`` is the base64 of a DER public key; else what it is."""
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives.serialization import load_der_private_key, load_der_public_key
+
+    try:
+        der = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return "not base64 text: expected the public key's base64 (the lines between BEGIN and END PUBLIC KEY)"
+    try:
+        load_der_public_key(der)
+        return None
+    except (ValueError, TypeError):
+        pass
+    try:
+        load_der_private_key(der, password=None)
+        return "this is a PRIVATE key (its base64 body): give the public key; the private key stays on the mail server"
+    except Exception:
+        return "not a public key: expected the base64 between BEGIN and END PUBLIC KEY"
+
+
 def _resolve_admin(doc: Document, target: Target, home, problems: list, notes: list) -> Admin:
     data = doc.data
     name = _get(data, "admin", "name") or target.admin_user
@@ -465,8 +519,9 @@ def _resolve_database(doc, target: Target, app_name: str, app_dir: str, secret, 
     data = doc.data
     engine = _get(data, "database", "engine", default=target.database)
     ident = re.sub(r"[^A-Za-z0-9_]", "_", app_name)
-    name = _get(data, "database", "name", default=ident)
-    user = _get(data, "database", "user", default=ident)
+    name = _get(data, "database", "name", default=ident[:64])
+    # MySQL's user names are at most 32 characters (PostgreSQL's 63).
+    user = _get(data, "database", "user", default=ident[:32])
     password = secret(f"{app_name}.database_password") if engine in ("mysql", "postgresql") else ""
     charset = _get(data, "database", "charset", default="utf8mb4")
     collation = _get(data, "database", "collation", default="utf8mb4_bin")

@@ -83,10 +83,14 @@ def _subschema(schema: dict, path) -> dict:
 
 
 def _explain(error, doc: Document, schema: dict) -> list[Problem]:
+    """The problem(s) a schema error means, with the value described unless
+    the field is secret (``writeOnly``: a passphrase, a .env value)."""
     path = tuple(error.absolute_path)
     kind = error.validator
     sub = _subschema(schema, path)
     hint = sub.get("description", "")
+    if sub.get("writeOnly"):
+        return [_explain_secret(doc, path, error)]
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
@@ -123,3 +127,15 @@ def _explain(error, doc: Document, schema: dict) -> list[Problem]:
     if kind in ("minLength", "maxLength", "minItems", "maxItems"):
         return [doc.problem(path, f"{_describe(error.instance)} is too {'short' if kind.startswith('min') else 'long'} ({kind} {error.validator_value})")]
     return [doc.problem(path, error.message)]
+
+
+def _explain_secret(doc: Document, path: tuple, error) -> Problem:
+    """What is wrong with a secret field's value, never the value itself."""
+    kind, limit, value = error.validator, error.validator_value, error.instance
+    if kind in ("minLength", "maxLength") and isinstance(value, str):
+        return doc.problem(path, f"the value (not shown) has {len(value)} characters; "
+                                 f"{'at least' if kind == 'minLength' else 'at most'} {limit} are needed")
+    if kind == "type":
+        expected = limit if isinstance(limit, list) else [limit]
+        return doc.problem(path, f"expected {' or '.join(_TYPE_NAMES.get(t, t) for t in expected)} (the value is not shown)")
+    return doc.problem(path, f"the value (not shown) is not valid here ({kind})")
