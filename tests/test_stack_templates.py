@@ -77,7 +77,9 @@ def test_nginx_site_passes_nginx_t(tmp_path, variant, throwaway_cert):
     logs = tmp_path / "logs"
     logs.mkdir()
     site = tmp_path / "site.conf"
-    site.write_text(web.nginx_site(plan, log_dir=str(logs)))
+    hsts = tmp_path / "hsts.conf"
+    hsts.write_text('add_header Strict-Transport-Security "max-age=63072000" always;\n')
+    site.write_text(web.nginx_site(plan, log_dir=str(logs), hsts=str(hsts)))
     main = tmp_path / "nginx.conf"
     main.write_text(f"pid {tmp_path}/nginx.pid;\nerror_log {logs}/error.log;\nevents {{}}\n"
                     f"http {{\n  access_log off;\n  include {site};\n}}\n")
@@ -89,10 +91,20 @@ def test_nginx_site_passes_nginx_t(tmp_path, variant, throwaway_cert):
         assert "return 301" not in text and "listen 443" not in text
     else:
         assert "return 301 https://$host$request_uri;" in text
-        assert "ssl_protocols TLSv1.2 TLSv1.3;" in text
-    for header in ("Host $host", "X-Real-IP $remote_addr", "X-Forwarded-For $proxy_add_x_forwarded_for",
-                   "X-Forwarded-Proto $scheme"):
+        # Mozilla intermediate: TLS 1.2 and 1.3, ECDHE with AES-GCM or ChaCha20 only, no tickets.
+        assert "ssl_protocols TLSv1.2 TLSv1.3;" in text and "ssl_session_tickets off;" in text
+        ciphers = text.split("ssl_ciphers ", 1)[1].split(";", 1)[0].split(":")
+        assert ciphers and all(c.startswith("ECDHE-") and ("GCM" in c or "CHACHA20" in c) for c in ciphers)
+        assert f"include {hsts};" in text
+    # Forwarding headers are set by nginx alone, whatever the client sent.
+    for header in ("Host $host", "X-Real-IP $remote_addr", "X-Forwarded-For $remote_addr",
+                   "X-Forwarded-Proto $scheme", "X-Forwarded-Host $host", 'Forwarded ""'):
         assert f"proxy_set_header {header};" in text
+    assert "$proxy_add_x_forwarded_for" not in text and "server_tokens off;" in text
+    assert "add_header X-Content-Type-Options nosniff always;" in text
+    # A domain is named: every other Host is refused.
+    if plan.web.server_name != "_":
+        assert "listen 80 default_server;" in text and "return 444;" in text
     assert "/.well-known/acme-challenge/" in text
     assert f"{logs}/microblog_access.log" in text and f"{logs}/microblog_error.log" in text
     if plan.app.static_dir:

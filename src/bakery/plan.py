@@ -121,6 +121,7 @@ class Plan:
     keyboard: Optional[str]
     password_authentication: bool
     permit_root_login: bool
+    ssh_forwarding: bool
     firewall: bool
     open_ports: list  # ufw rule arguments such as "22/tcp"
     extra_packages: list
@@ -338,6 +339,7 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         hostname=hostname, fqdn=fqdn, domain=domain,
         timezone=_get(data, "host", "timezone"), locale=_get(data, "host", "locale"), keyboard=_get(data, "host", "keyboard"),
         password_authentication=password_auth, permit_root_login=bool(_get(data, "ssh", "permit_root_login", default=False)),
+        ssh_forwarding=bool(_get(data, "ssh", "forwarding", default=False)),
         firewall=firewall, open_ports=ports, extra_packages=extra_packages,
         swap_size=swap_size, apt_proxy=_get(data, "network", "apt_proxy"),
         retry_seconds=60 * int(_get(data, "network", "retry_minutes", default=15)), pip_index_url=_get(data, "network", "pip_index_url"),

@@ -28,6 +28,8 @@ def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
         supervisor_conf=f"/etc/supervisor/conf.d/{name}.conf",
         supervisor_log_dir="/var/log/supervisor",
         nginx_site=f"/etc/nginx/sites-available/{name}",
+        # Empty until a real certificate serves: then the HSTS header.
+        nginx_hsts=f"/etc/nginx/snippets/bakery-{name}-hsts.conf",
         nginx_log_dir="/var/log/nginx",
         letsencrypt=f"{LIB_DIR}/{name}-letsencrypt.sh",
         letsencrypt_unit=f"bakery-letsencrypt-{name}",

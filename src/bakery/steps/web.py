@@ -17,9 +17,11 @@ def certificate_name(plan) -> str:
     return plan.fqdn or plan.hostname or "localhost"
 
 
-def nginx_site(plan, log_dir: str | None = None) -> str:
+def nginx_site(plan, log_dir: str | None = None, hsts: str | None = None) -> str:
+    """The site; tests pass other ``log_dir`` and ``hsts`` paths to check it with nginx -t."""
     where = paths(plan)
-    return render("nginx-site.conf.j2", plan=plan, webroot=where.webroot, log_dir=log_dir or where.nginx_log_dir)
+    return render("nginx-site.conf.j2", plan=plan, webroot=where.webroot, log_dir=log_dir or where.nginx_log_dir,
+                  hsts=hsts or where.nginx_hsts)
 
 
 def letsencrypt_files(plan) -> list:
@@ -27,7 +29,7 @@ def letsencrypt_files(plan) -> list:
     unit = where.letsencrypt_unit
     return [
         {"path": where.letsencrypt, "owner": "root:root", "permissions": "0755",
-         "content": render("letsencrypt.sh.j2", plan=plan, webroot=where.webroot, unit=unit)},
+         "content": render("letsencrypt.sh.j2", plan=plan, webroot=where.webroot, unit=unit, hsts=where.nginx_hsts)},
         {"path": f"/etc/systemd/system/{unit}.service", "owner": "root:root", "permissions": "0644",
          "content": render("letsencrypt.service.j2", plan=plan, script=where.letsencrypt)},
         {"path": f"/etc/systemd/system/{unit}.timer", "owner": "root:root", "permissions": "0644",
