@@ -110,6 +110,33 @@ def test_sshd_is_served_the_distribution_s_way(server, tier):
         assert "enabled" in enabled[1:], enabled
 
 
+# What ssh-audit may still say, with the reason (tests/e2e/README.md lists them).
+SSH_AUDIT_ACCEPTED = {
+    # Kept for clients older than OpenSSH 8.5 (2021) and libraries without
+    # sntrup761/mlkem768; the post-quantum hybrids come first for every client
+    # that has them.
+    ("kex", "curve25519-sha256", "does not provide protection against post-quantum attacks"),
+    ("kex", "curve25519-sha256@libssh.org", "does not provide protection against post-quantum attacks"),
+}
+
+
+def test_ssh_audit_finds_nothing_to_fix(server):
+    import json
+    import subprocess
+    import sys
+
+    # PyPI's ssh-audit, a test dependency (installed with bakery's test extra).
+    # --skip-rate-test: connection throttling is ufw's part, not sshd's.
+    result = subprocess.run([sys.executable, "-m", "ssh_audit", "-j", "--skip-rate-test",
+                             f"127.0.0.1:{server.ports[22]}"], capture_output=True, text=True, timeout=120)
+    report = json.loads(result.stdout)
+    findings = {(section, algorithm["algorithm"], note)
+                for section in ("kex", "key", "enc", "mac") for algorithm in report[section]
+                for level in ("fail", "warn") for note in algorithm.get("notes", {}).get(level, [])}
+    assert findings <= SSH_AUDIT_ACCEPTED, findings - SSH_AUDIT_ACCEPTED
+    assert report["cves"] == [], report["cves"]
+
+
 # --- 3: firewall ---------------------------------------------------------------
 
 def test_firewall_allows_exactly_ssh_http_https_and_the_config_s_ports(server):
