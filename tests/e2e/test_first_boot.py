@@ -196,6 +196,28 @@ def test_self_signed_certificate_names_the_domain(server):
     assert subject.split("=", 1)[1] == issuer.split("=", 1)[1]  # self-signed
 
 
+def test_security_headers_and_no_version(server):
+    headers = server.http("/", host=HOST).headers
+    assert headers["server"] == "nginx", headers  # no version
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "SAMEORIGIN"
+    # A self-signed certificate never comes with HSTS.
+    assert "strict-transport-security" not in headers
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_request_for_another_host_is_closed_unanswered(server, scheme):
+    import http.client
+
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        server.http("/", scheme=scheme, host="attacker.example")
+
+
+def test_security_updates_install_themselves(server):
+    periodic = server.ssh("apt-config dump APT::Periodic").stdout
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic and 'Update-Package-Lists "1";' in periodic, periodic
+    assert server.ssh("dpkg-query -W -f '${Status}' unattended-upgrades").stdout == "install ok installed"
+
+
 def test_http_redirects_to_https(server):
     response = server.http("/some/page?x=1", scheme="http", host=HOST)
     assert response.status == 301

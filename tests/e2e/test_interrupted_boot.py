@@ -139,6 +139,8 @@ def test_a_failed_step_leaves_the_machine_locked_down_and_says_so(tier, boot_gue
         assert checks.listening_beyond_loopback(guest) <= {("0.0.0.0", 22), ("[::]", 22), ("*", 22)}, \
             guest.ssh("sudo -n ss -Hltnp").stdout
         assert "inet_interfaces = loopback-only" in guest.ssh("postconf inet_interfaces").stdout
+        # Mail to the domain leaves the machine: only localhost is local.
+        assert guest.ssh("postconf mydestination").stdout.strip() == "mydestination = localhost"
         log = guest.ssh(f"sudo -n cat {LOG}").stdout
         assert re.search(r"step \d+/\d+ nginx: not run, step app failed", log), log[-3000:]
 

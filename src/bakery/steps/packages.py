@@ -15,7 +15,8 @@ from __future__ import annotations
 
 
 def package_list(plan) -> list:
-    pkgs = ["ca-certificates", "openssl"]
+    # Security updates install themselves (see AUTO_UPGRADES).
+    pkgs = ["ca-certificates", "openssl", "unattended-upgrades"]
     if plan.firewall:
         pkgs.append("ufw")
     app = plan.app
@@ -39,14 +40,27 @@ def package_list(plan) -> list:
     return list(dict.fromkeys(pkgs))
 
 
+# apt's periodic jobs: fresh lists and unattended-upgrades every day. The
+# package's own configuration takes the security archive only.
+AUTO_UPGRADES_FILE = "/etc/apt/apt.conf.d/20auto-upgrades"
+AUTO_UPGRADES = 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n'
+
+
 def debconf_selections(plan) -> str:
-    """debconf-set-selections lines: postfix asks two questions while it installs."""
-    if not plan.mail.enabled:
-        return ""
-    return ("postfix postfix/main_mailer_type select Internet Site\n"
-            f"postfix postfix/mailname string {plan.mail.domain}\n")
+    """debconf-set-selections lines: the answers packages would ask for while
+    they install (unattended-upgrades' own postinst writes 20auto-upgrades
+    from its answer)."""
+    lines = "unattended-upgrades unattended-upgrades/enable_auto_updates boolean true\n"
+    if plan.mail.enabled:
+        lines += ("postfix postfix/main_mailer_type select Internet Site\n"
+                  f"postfix postfix/mailname string {plan.mail.domain}\n")
+    return lines
 
 
 def build(plan) -> dict:
     # cloud-init's own package module stays off: the first-boot script installs.
-    return {"package_update": False}
+    out: dict = {"package_update": False}
+    if plan.shared:
+        out["write_files"] = [{"path": AUTO_UPGRADES_FILE, "owner": "root:root", "permissions": "0644",
+                               "content": "// Written by bakery: security updates install themselves.\n" + AUTO_UPGRADES}]
+    return out
