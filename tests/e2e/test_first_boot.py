@@ -149,7 +149,7 @@ def test_firewall_rules_are_in_the_kernel_through_nftables(server):
     rules = server.ssh("sudo -n iptables-save").stdout
     for port in (22, 80, 443):
         assert re.search(rf"-A ufw-user-input .*--dport {port} .*-j ACCEPT", rules), rules
-    assert re.search(r"-A ufw-user-input -p udp .*--dport 60000:60010 .*-j ACCEPT", rules), rules
+    assert re.search(r"-A ufw-user-input -p udp .*--dports? 60000:60010 .*-j ACCEPT", rules), rules
     assert re.search(r"^:ufw-before-input|^-A INPUT -j ufw-before-input", rules, re.M)
 
 
