@@ -60,15 +60,16 @@ def load_document(path: os.PathLike | str, environ: Mapping[str, str] | None = N
     """Load ``path``; raise ConfigError listing every problem found."""
     path = Path(path)
     name = str(path)
+    from .fsutil import TooLarge, read_small
+
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+        data = read_small(path, MAX_FILE_BYTES)
     except FileNotFoundError:
-        raise ConfigError([Problem(name, 0, 0, (), "file not found; create it with `bakery init` or pass -c PATH")])
+        raise ConfigError([Problem(name, 0, 0, (), "file not found; create it (see the README's quick start) or pass -c PATH")])
+    except TooLarge:
+        raise ConfigError([Problem(name, 0, 0, (), f"larger than {MAX_FILE_BYTES // 1024} KiB: a bakery config is a few kilobytes")])
     except OSError as exc:
         raise ConfigError([Problem(name, 0, 0, (), f"cannot read: {exc.strerror or exc}")])
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError([Problem(name, 0, 0, (), f"larger than {MAX_FILE_BYTES // 1024} KiB: a bakery config is a few kilobytes")])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -315,9 +315,10 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         password = wifi_data.get("password")
         wifi = Wifi(ssid=wifi_data["ssid"], psk=wpa_psk(wifi_data["ssid"], password) if password else None,
                     country=wifi_data.get("country"), hidden=bool(wifi_data.get("hidden", False)))
-        if len(wifi.ssid.encode("utf-8")) > 32:
+        ssid_bytes = len(wifi.ssid.encode("utf-8"))
+        if ssid_bytes > 32:
             problems.append(doc.problem(("network", "wifi", "ssid"), f"an SSID is at most 32 bytes; this one is "
-                                        f"{len(wifi.ssid.encode('utf-8'))} bytes in UTF-8"))
+                                        f"{ssid_bytes} bytes in UTF-8"))
         if not wifi.country:
             problems.append(doc.problem(("network", "wifi"), "Wi-Fi needs a country (regulatory domain), e.g. country: GB; without it the radio stays off on a Raspberry Pi"))
 
