@@ -1,0 +1,62 @@
+"""Where bakery puts things on the server. One place, so the resolver, the
+step modules, the first-boot script and the update command agree on every
+path."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+ETC_DIR = "/etc/bakery"  # root-only copies of files that carry secrets
+LOG_DIR = "/var/log/bakery"
+WEBROOT = "/var/www/letsencrypt"  # ACME http-01 challenges
+LIB_DIR = "/usr/local/lib/bakery"
+STATE_DIR = "/var/lib/cloud/instance/bakery"  # first boot's progress: status, done, failed
+CERT_DIR = "/etc/ssl/bakery"  # the self-signed certificate, made on the server
+
+
+def home(user: str) -> str:
+    return f"/home/{user}"
+
+
+def app_dir(user: str, app: str) -> str:
+    """The app's checkout."""
+    return f"{home(user)}/{app}"
+
+
+def venv(checkout: str) -> str:
+    return f"{checkout}/venv"
+
+
+def app_state_dir(app: str) -> str:
+    """The app's own folder outside its checkout (e.g. for a SQLite file)."""
+    return f"/var/lib/{app}"
+
+
+def certificate(app: str) -> tuple[str, str]:
+    """(certificate, private key) of the app's self-signed certificate."""
+    return f"{CERT_DIR}/{app}.crt", f"{CERT_DIR}/{app}.key"
+
+
+def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
+    """Server paths for ``plan``'s app. Tests pass other ``etc``/``log_dir``
+    to run the rendered scripts inside a temporary root."""
+    name = plan.app.name if plan.app else "app"
+    return SimpleNamespace(
+        etc=etc,
+        log_dir=log_dir,
+        webroot=WEBROOT,
+        update=f"/usr/local/bin/{name}-update",
+        dotenv=f"{etc}/{name}.env",
+        profile=f"{etc}/{name}.profile",
+        db_sql=f"{etc}/{name}-db.sql",
+        es_conf=f"{etc}/elasticsearch.yml",
+        es_jvm_options=f"{etc}/elasticsearch-jvm.options",
+        supervisor_conf=f"/etc/supervisor/conf.d/{name}.conf",
+        supervisor_log_dir="/var/log/supervisor",
+        nginx_site=f"/etc/nginx/sites-available/{name}",
+        # Empty until a real certificate serves: then the HSTS header.
+        nginx_hsts=f"/etc/nginx/snippets/bakery-{name}-hsts.conf",
+        nginx_log_dir="/var/log/nginx",
+        letsencrypt=f"{LIB_DIR}/{name}-letsencrypt.sh",
+        letsencrypt_unit=f"bakery-letsencrypt-{name}",
+    )
