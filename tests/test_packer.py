@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from conftest import REPO, require_tool, run_bakery
 from bakery.errors import UsageError
+from bakery.targets import TARGETS as ALL_TARGETS, get_target
 from bakery.outputs.packer import (
     BUILDERS,
-    TARGET_BUILDERS,
     VARS_FILE,
     builder_for,
     hcl_string,
@@ -37,6 +37,7 @@ CREDENTIALS = {
     "HCLOUD_TOKEN": "dummy-token",
 }
 
+TARGET_BUILDERS = {t.name: t.packer for t in ALL_TARGETS.values() if t.packer}
 TARGETS = sorted(TARGET_BUILDERS)
 
 
@@ -64,7 +65,7 @@ def validate(folder, target: str, credentials: bool = True) -> subprocess.Comple
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_validates_and_is_formatted(target, tmp_path):
-    written = write_packer_dir(tmp_path, target, USER_DATA, variables_for(target))
+    written = write_packer_dir(tmp_path, get_target(target), USER_DATA, variables_for(target))
     result = validate(tmp_path, target)
     assert result.returncode == 0, result.stdout + result.stderr
     hcl_files = [p for p in written if p.name.endswith(".hcl")]
@@ -81,7 +82,7 @@ def test_fmt_check_does_catch_bad_formatting(tmp_path):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_missing_user_data_fails_validation(target, tmp_path):
-    write_packer_dir(tmp_path, target, USER_DATA, variables_for(target))
+    write_packer_dir(tmp_path, get_target(target), USER_DATA, variables_for(target))
     (tmp_path / "user-data").unlink()
     result = validate(tmp_path, target)
     assert result.returncode != 0
@@ -94,14 +95,14 @@ def test_missing_user_data_fails_validation(target, tmp_path):
 
 @pytest.mark.parametrize("target, variable", [("digitalocean", "DIGITALOCEAN_API_TOKEN"), ("hetzner", "HCLOUD_TOKEN")])
 def test_missing_token_is_named(target, variable, tmp_path):
-    write_packer_dir(tmp_path, target, USER_DATA, variables_for(target))
+    write_packer_dir(tmp_path, get_target(target), USER_DATA, variables_for(target))
     result = validate(tmp_path, target, credentials=False)
     assert result.returncode != 0
     assert f"Set the {variable} environment variable" in result.stdout + result.stderr
 
 
 def test_folder_contents_and_modes(tmp_path):
-    written = write_packer_dir(tmp_path, "generic", USER_DATA, variables_for("generic"), hostname="web1")
+    written = write_packer_dir(tmp_path, get_target("generic"), USER_DATA, variables_for("generic"), hostname="web1")
     names = sorted(str(p.relative_to(tmp_path)) for p in written)
     assert names == sorted([
         "qemu.pkr.hcl", "plugins.pkr.hcl", "scripts/wait-for-cloud-init.sh", "scripts/clean-image.sh",
@@ -117,9 +118,9 @@ def test_folder_contents_and_modes(tmp_path):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_readme_names_the_build_command_and_credentials(target, tmp_path):
-    write_packer_dir(tmp_path, target, USER_DATA, variables_for(target))
+    write_packer_dir(tmp_path, get_target(target), USER_DATA, variables_for(target))
     readme = (tmp_path / "README.md").read_text()
-    builder = builder_for(target)
+    builder = builder_for(get_target(target))
     assert "packer init .\npacker build .\n" in readme
     assert f"packer build -var-file={VARS_FILE} {builder.name}.pkr.hcl" in readme
     if builder.credentials:
@@ -128,39 +129,39 @@ def test_readme_names_the_build_command_and_credentials(target, tmp_path):
 
 def test_secrets_never_reach_the_variables_file(tmp_path):
     with pytest.raises(UsageError, match="DIGITALOCEAN_API_TOKEN"):
-        write_packer_dir(tmp_path, "digitalocean", USER_DATA, {"ssh_username": "ubuntu", "api_token": "dop_v1_x"})
+        write_packer_dir(tmp_path, get_target("digitalocean"), USER_DATA, {"ssh_username": "ubuntu", "api_token": "dop_v1_x"})
     with pytest.raises(UsageError, match="HCLOUD_TOKEN"):
-        write_packer_dir(tmp_path, "hetzner", USER_DATA, {"ssh_username": "ubuntu", "hcloud_token": "x"})
+        write_packer_dir(tmp_path, get_target("hetzner"), USER_DATA, {"ssh_username": "ubuntu", "hcloud_token": "x"})
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_and_missing_variables_are_refused(tmp_path):
     with pytest.raises(UsageError, match="did you mean 'region'"):
-        write_packer_dir(tmp_path, "digitalocean", USER_DATA, {"ssh_username": "ubuntu", "regoin": "ams3"})
+        write_packer_dir(tmp_path, get_target("digitalocean"), USER_DATA, {"ssh_username": "ubuntu", "regoin": "ams3"})
     with pytest.raises(UsageError, match="ssh_username"):
-        write_packer_dir(tmp_path, "digitalocean", USER_DATA, {})
+        write_packer_dir(tmp_path, get_target("digitalocean"), USER_DATA, {})
     with pytest.raises(UsageError, match="source_image_checksum"):
-        write_packer_dir(tmp_path, "generic", USER_DATA, {"ssh_username": "ubuntu"})
+        write_packer_dir(tmp_path, get_target("generic"), USER_DATA, {"ssh_username": "ubuntu"})
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("target, hint", [("linode", "github.com/linode/linode"), ("raspberry-pi", "bakery sd-image"), ("vultr", "Packer targets")])
+@pytest.mark.parametrize("target, hint", [("linode", "github.com/linode/linode"), ("raspberry-pi", "bakery sd-image"), ("vultr", "unknown target .vultr.")])
 def test_targets_without_builder(target, hint, tmp_path):
     with pytest.raises(UsageError, match=hint):
-        write_packer_dir(tmp_path, target, USER_DATA, {"ssh_username": "ubuntu"})
+        write_packer_dir(tmp_path, get_target(target), USER_DATA, {"ssh_username": "ubuntu"})
 
 
 def test_checksum_must_be_a_digest_not_a_url(tmp_path):
     variables = dict(variables_for("generic"), source_image_checksum="file:https://cloud.debian.org/SHA512SUMS")
-    write_packer_dir(tmp_path, "generic", USER_DATA, variables)
+    write_packer_dir(tmp_path, get_target("generic"), USER_DATA, variables)
     result = validate(tmp_path, "generic")
     assert result.returncode != 0
     assert "source_image_checksum value must be" in result.stdout + result.stderr
 
 
 def test_switching_target_removes_the_other_template(tmp_path):
-    write_packer_dir(tmp_path, "digitalocean", USER_DATA, variables_for("digitalocean"))
-    write_packer_dir(tmp_path, "hetzner", USER_DATA, variables_for("hetzner"))
+    write_packer_dir(tmp_path, get_target("digitalocean"), USER_DATA, variables_for("digitalocean"))
+    write_packer_dir(tmp_path, get_target("hetzner"), USER_DATA, variables_for("hetzner"))
     assert sorted(p.name for p in tmp_path.glob("*.pkr.hcl")) == ["hcloud.pkr.hcl", "plugins.pkr.hcl"]
 
 
@@ -239,7 +240,7 @@ def test_rendered_example_bakes(target, tmp_path, workstation):
                         home=workstation)
     assert result.returncode == 0, result.stderr.decode()
     folder = tmp_path / "packer"
-    write_packer_dir(folder, target, user_data.read_bytes(), variables_for(target))
+    write_packer_dir(folder, get_target(target), user_data.read_bytes(), variables_for(target))
     assert (folder / "user-data").read_bytes() == user_data.read_bytes()
     check = validate(folder, target)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -17,13 +17,13 @@ import yaml
 from bakery.pipeline import render_config
 from bakery.steps import app as app_step
 from bakery.steps.firstboot import SCRIPT as FIRST_BOOT
-from bakery.targets import TARGETS, get_target
+from bakery.targets import SD_IMAGE, TARGETS, get_target
 
 from conftest import REPO, first_boot_packages, require_tool, run_bakery
 from stack_helpers import MICROBLOG_APP, public_key
 
 EXAMPLE = REPO / "examples" / "microblog.yaml"
-CLOUD_TARGETS = sorted(name for name, target in TARGETS.items() if not target.raspberry_pi)
+CLOUD_TARGETS = sorted(name for name, target in TARGETS.items() if not target.can(SD_IMAGE))
 
 
 def render(tmp_path, home, *args, target="digitalocean", config=EXAMPLE) -> subprocess.CompletedProcess:

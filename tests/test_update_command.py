@@ -23,7 +23,7 @@ import pytest
 
 from bakery.steps import app as app_step
 from bakery.steps import firstboot
-from bakery.steps.layout import paths
+from bakery.layout import paths
 from bakery.templating import render
 
 from stack_helpers import MICROBLOG_APP, make_plan, require_tool

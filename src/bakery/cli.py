@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -51,35 +52,26 @@ def _stages(func):
 
 def _render(config, target, memory, secrets, stage="full", hostname=None, save_secrets=True):
     from .pipeline import render_config
+    from .stages import check_stage_options
     from .targets import get_target
 
-    tgt = get_target(target)
-    rendered = render_config(config, tgt, memory_mib=parse_memory(memory), secrets_path=secrets, stage=stage,
-                             hostname=hostname, save_secrets=save_secrets)
+    check_stage_options(stage, hostname)
+    rendered = render_config(config, get_target(target), memory_mib=parse_memory(memory), secrets_path=secrets,
+                             stage=stage, hostname=hostname, save_secrets=save_secrets)
     for note in rendered.plan.notes:
-        click.echo(f"bakery: {note}", err=True)
+        _say(note)
     return rendered
 
 
-def _write(output, data: bytes, config=None):
-    if output is None:
-        stream = click.get_binary_stream("stdout")
-        stream.write(data)
-        stream.flush()
-        return
-    from .fsutil import atomic_write, is_special
-
-    _refuse_overwriting_input(output, config)
-    atomic_write(output, data, mode=0o600)
-    kind = "" if is_special(output) else ", mode 0600"
-    click.echo(f"bakery: wrote {output} ({len(data)} bytes{kind})", err=True)
+def _say(message: str) -> None:
+    if message:
+        click.echo(f"bakery: {message}", err=True)
 
 
-def _refuse_overwriting_input(output, config) -> None:
-    import os
-
-    if config is not None and os.path.exists(output) and os.path.exists(config) and os.path.samefile(output, config):
-        raise UsageError(f"-o {output} is the config itself: write the output somewhere else")
+@contextmanager
+def _progress_bar(label: str, total: int):
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,12 +90,11 @@ def cli():
 def render(config, target, memory, secrets, stage, hostname, fmt, output):
     """Render cloud-init user-data for TARGET: a whole server (the default),
     or the image and instance stages of servers started from a baked image."""
-    from .cloudconfig import check_size, emit
+    from .fsutil import write_output
+    from .outputs.userdata import user_data
 
     rendered = _render(config, target, memory, secrets, stage, hostname)
-    data, size = emit(rendered.cloud_config, fmt, rendered.plan.target.userdata_limit)
-    check_size(size, fmt, rendered.plan.target)
-    _write(output, data, config)
+    _say(write_output(output, user_data(rendered, fmt), never_over=config))
 
 
 @cli.command()
@@ -112,38 +103,29 @@ def render(config, target, memory, secrets, stage, hostname, fmt, output):
 def validate(config, target, memory, secrets, stage, hostname):
     """Check the config, the target's limits, and (when cloud-init is installed
     here) cloud-init's own schema for the rendered output."""
-    import shutil
-    import subprocess
-    import tempfile
-
-    from .cloudconfig import check_size, emit
+    from .outputs.userdata import cloud_init_schema, user_data
 
     # A check has no side effects: the secrets it draws are not saved.
     rendered = _render(config, target, memory, secrets, stage, hostname, save_secrets=False)
-    data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
-    check_size(size, "yaml", rendered.plan.target)
+    data = user_data(rendered)
+    limit = rendered.plan.target.userdata_limit
     stage_note = "" if stage == "full" else f", {stage} stage"
-    click.echo(f"{config}: config valid for target {target} ({size} bytes of user-data{stage_note}, limit {rendered.plan.target.userdata_limit})", err=True)
-    if shutil.which("cloud-init"):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "user-data"
-            path.write_bytes(data)
-            result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise BakeryError("cloud-init schema rejected the rendered user-data:\n" + (result.stderr or result.stdout).strip())
-        click.echo("cloud-init schema: valid", err=True)
-    else:
-        click.echo("cloud-init schema: not checked (cloud-init is not installed on this machine)", err=True)
+    click.echo(f"{config}: config valid for target {target} ({len(data)} bytes of user-data{stage_note}, limit {limit})", err=True)
+    verdict = cloud_init_schema(data)
+    click.echo(f"cloud-init schema: {verdict or 'not checked (cloud-init is not installed on this machine)'}", err=True)
 
 
 @cli.command()
 def targets():
     """List the targets and their defaults."""
+    from .defaults import fill
     from .targets import TARGETS
 
-    rows = [("TARGET", "DISTRO", "ADMIN", "USER-DATA LIMIT", "MEMORY", "GZIP")]
+    rows = [("TARGET", "DISTRO", "ADMIN", "USER-DATA LIMIT", "MEMORY", "GZIP", "PACKER")]
     for t in TARGETS.values():
-        rows.append((t.name, t.distro, t.admin_user, f"{t.userdata_limit} B", f"{t.memory_mib} MiB", "yes" if t.gzip else "no"))
+        admin = fill({}, t)["admin"]["name"]
+        rows.append((t.name, t.distro, admin, f"{t.userdata_limit} B", f"{t.memory_mib} MiB", "yes" if t.gzip else "no",
+                     t.packer or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -156,16 +138,10 @@ def targets():
 def seed(config, target, memory, secrets, stage, hostname, output):
     """Write a NoCloud seed ISO (volume cidata) for QEMU, VirtualBox, Proxmox;
     with --stage instance, for a VM started from a baked qcow2 image."""
-    from .cloudconfig import check_size, emit
-    from .outputs.nocloud import seed_files
-    from .outputs.seed import write_seed_iso
+    from .outputs.nocloud import write_seed
 
     rendered = _render(config, target, memory, secrets, stage, hostname)
-    data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
-    check_size(size, "yaml", rendered.plan.target)
-    _refuse_overwriting_input(output, config)
-    write_seed_iso(output, seed_files(rendered.plan, data))
-    click.echo(f"bakery: wrote {output} (NoCloud seed, volume cidata)", err=True)
+    _say(write_seed(rendered, output, never_over=config))
 
 
 @cli.command()
@@ -176,21 +152,10 @@ def packer(config, target, memory, secrets, out_dir, variables):
     """Write a ready-to-build Packer folder that bakes the server into an image:
     the image stage, the same for every server. Each server started from the
     image then gets its own `bakery render --stage instance --hostname NAME`."""
-    from .cloudconfig import check_size, emit
-    from .outputs.packer import write_packer_dir
+    from .outputs import packer as packer_output
 
-    values = {"ssh_username": None}
-    for item in variables:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--var expects NAME=VALUE, got {item!r}")
-        values[name] = value
     rendered = _render(config, target, memory, secrets, stage="image")
-    values["ssh_username"] = values["ssh_username"] or rendered.plan.admin.name
-    data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
-    check_size(size, "yaml", rendered.plan.target)
-    written = write_packer_dir(out_dir, target, data, values)
-    click.echo(f"bakery: wrote {len(written)} files to {out_dir}; see {out_dir / 'README.md'}", err=True)
+    _say(packer_output.write(rendered, out_dir, variables))
 
 
 @cli.command("sd-image")
@@ -205,11 +170,7 @@ def packer(config, target, memory, secrets, out_dir, variables):
 def sd_image(config, target, memory, secrets, image, output, in_place, boot_dir):
     """Write the first-boot files onto a Raspberry Pi image's boot partition,
     without root, loop devices or mounts."""
-    import uuid
-
-    from .cloudconfig import check_size, emit
     from .outputs import sdimage
-    from .outputs.nocloud import seed_files
 
     if boot_dir is not None and (image is not None or output is not None or in_place):
         raise UsageError("--boot-dir stands alone: do not combine it with --image, -o or --in-place")
@@ -220,33 +181,9 @@ def sd_image(config, target, memory, secrets, image, output, in_place, boot_dir)
     if in_place and output is not None:
         raise UsageError("--in-place and -o exclude each other")
     rendered = _render(config, target, memory, secrets)
-    data, size = emit(rendered.cloud_config, "yaml", rendered.plan.target.userdata_limit)
-    check_size(size, "yaml", rendered.plan.target)
-    # A new instance id on every bake: a re-baked card runs first boot again.
-    files = seed_files(rendered.plan, data, instance=f"bakery-{uuid.uuid4().hex[:16]}")
-    instance = files["meta-data"].decode().split("instance-id:", 1)[1].split()[0]
-
-    def files_for(kind):
-        if not kind.has_cloud_init:
-            raise sdimage.ImageError(
-                f"this image ({kind.value}) has no cloud-init, so it cannot read bakery's user-data. "
-                "Use a Raspberry Pi OS image with cloud-init (Trixie releases from late 2025 on) "
-                "or Ubuntu Server for Raspberry Pi.")
-        return files
-
-    def cmdline_edit(cmdline, kind):
-        # An i= on the kernel command line overrides meta-data (Raspberry Pi
-        # Imager leaves one there): replace it so the new bake is a new instance.
-        if kind.has_cloud_init:
-            return sdimage.set_cmdline_params(cmdline, [sdimage.nocloud_param(instance)])
-        return cmdline
-
-    if boot_dir is not None:
-        report = sdimage.bake_boot_dir(boot_dir, files_for, cmdline_edit)
-    else:
-        report = sdimage.bake_image(image, output, in_place=in_place, files_for=files_for,
-                                    cmdline_edit=cmdline_edit, progress=sys.stderr.isatty())
-    click.echo(f"bakery: {report.summary()}", err=True)
+    report = sdimage.bake(rendered, image=image, output=output, in_place=in_place, boot_dir=boot_dir,
+                          progress=_progress_bar if sys.stderr.isatty() else None)
+    _say(report.summary())
 
 
 @cli.command()
@@ -255,11 +192,8 @@ def dns(config, target, memory, secrets):
     """Print the DNS records (SPF, and DKIM when configured) to add at your
     DNS provider so that the server's mail is accepted."""
     from .dns import dns_records, format_records
-    from .pipeline import render_config
-    from .targets import get_target
 
-    rendered = render_config(config, get_target(target), memory_mib=parse_memory(memory), secrets_path=secrets,
-                             save_secrets=False)
+    rendered = _render(config, target, memory, secrets, save_secrets=False)
     records = dns_records(rendered.plan)
     if not records:
         click.echo("bakery: mail is off (mail.enabled: false): no DNS records needed", err=True)

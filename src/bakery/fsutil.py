@@ -73,3 +73,23 @@ def atomic_write(path: os.PathLike | str, data: bytes | str, mode: int = 0o600) 
         return
     with atomic_output(path, mode) as fh:
         fh.write(data)
+
+
+def write_output(path: os.PathLike | str | None, data: bytes, *, never_over=None) -> str:
+    """Every command's one way to write an artifact: to stdout when ``path``
+    is None, else atomically with mode 0600 (or straight into a special
+    file). ``never_over`` is the config: an output never replaces it.
+    Returns what was written, for the command to say."""
+    import sys
+
+    if path is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return ""
+    if never_over is not None and os.path.exists(path) and os.path.exists(never_over) \
+            and os.path.samefile(path, never_over):
+        from .errors import UsageError
+
+        raise UsageError(f"-o {path} is the config itself: write the output somewhere else")
+    atomic_write(path, data, mode=0o600)
+    return f"wrote {path} ({len(data)} bytes{'' if is_special(path) else ', mode 0600'})"

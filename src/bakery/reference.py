@@ -30,25 +30,35 @@ def _type(node: dict) -> str:
     return kind
 
 
-def _rows(node: dict, prefix: str):
+def _default(path: str, sub: dict, overrides: dict) -> str:
+    """The default cell: the schema's default, then each target's own."""
+    cells = [f"`{json.dumps(sub['default'])}`"] if "default" in sub else []
+    cells += [f"{target}: `{json.dumps(value)}`" for target, value in overrides.get(path, {}).items()]
+    return "; ".join(cells)
+
+
+def _rows(node: dict, prefix: str, overrides: dict):
     for key, sub in node.get("properties", {}).items():
         path = f"{prefix}.{key}" if prefix else key
-        default = f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
+        default = _default(path, sub, overrides)
         required = " (required)" if key in node.get("required", []) else ""
         if sub.get("type") == "object" and "properties" in sub:
             yield f"| **`{path}`**{required} | section | | {sub['description']} |"
-            yield from _rows(sub, path)
+            yield from _rows(sub, path, overrides)
         else:
             yield f"| `{path}`{required} | {_type(sub)} | {default} | {sub['description']} |"
 
 
 def markdown(schema: dict | None = None) -> str:
+    from .defaults import target_overrides
+
     if schema is None:
         from .schema import load_schema
 
         schema = load_schema()
-    lines = [BEGIN, "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-    lines += list(_rows(schema, ""))
+    lines = [BEGIN, "", "A default that differs on a target is given after the schema's, e.g. `raspberry-pi: false`.",
+             "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += list(_rows(schema, "", target_overrides()))
     lines += ["", END]
     return "\n".join(lines) + "\n"
 

@@ -1,5 +1,7 @@
 """Targets are data: one row per place a server can run. Adding a provider is
-adding a row here.
+adding a row here: its limits, what its images can do (capabilities), the
+config defaults that differ there, and the Packer builder that bakes it (or
+why there is none).
 
 User-data size limits, as documented by each provider (bytes of the user-data
 as submitted):
@@ -25,10 +27,20 @@ as submitted):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
 
 from .errors import UsageError
+
+# What a target's images and provider can do. Steps ask for a capability,
+# never for a target by name.
+GZIP_USERDATA = "gzip-userdata"  # the provider passes compressed user-data through to cloud-init
+SSH_OFF_BY_DEFAULT = "ssh-off-by-default"  # the image ships sshd disabled (Raspberry Pi OS)
+MDNS = "mdns"  # reachable as HOST.local on the local network (avahi)
+HARDWARE_GROUPS = "hardware-groups"  # GPIO, I2C, SPI, camera: the admin joins their groups
+SD_IMAGE = "sd-image"  # installed by writing an SD card image (`bakery sd-image`)
+
+_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,29 +48,43 @@ class Target:
     name: str
     description: str
     distro: str  # default image family, e.g. "ubuntu-24.04"
-    admin_user: str
     userdata_limit: int  # bytes
     memory_mib: int
     cpus: int
-    gzip: bool  # provider passes compressed user-data through to cloud-init
-    nginx: bool = True
-    database: str = "mysql"
-    workers: Optional[int] = None  # fixed gunicorn worker count, else sized
-    raspberry_pi: bool = False
+    capabilities: frozenset = frozenset()
+    # Config defaults that differ on this target, by dotted key; the schema
+    # holds every other default.
+    defaults: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    packer: Optional[str] = None  # the Packer builder that bakes it
+    no_packer: str = ""  # why there is no Packer builder
+
+    @property
+    def gzip(self) -> bool:
+        return GZIP_USERDATA in self.capabilities
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
 
 
-_MIB = 1024 * 1024
+_GZ = frozenset({GZIP_USERDATA})
 
 TARGETS: dict[str, Target] = {t.name: t for t in [
-    Target("digitalocean", "DigitalOcean Droplet", "ubuntu-24.04", "ubuntu", 64 * 1024, 1024, 1, gzip=False),
-    Target("linode", "Linode (Akamai) instance", "ubuntu-24.04", "ubuntu", 16_384, 1024, 1, gzip=False),
-    Target("lightsail", "Amazon Lightsail instance", "ubuntu-24.04", "ubuntu", 16_384, 512, 1, gzip=True),
-    Target("ec2", "Amazon EC2 instance", "ubuntu-24.04", "ubuntu", 16_384, 1024, 2, gzip=True),
-    Target("hetzner", "Hetzner Cloud server", "ubuntu-24.04", "ubuntu", 32 * 1024, 2048, 1, gzip=True),
-    Target("vagrant", "local Vagrant VM (1 GiB, 192.168.33.10)", "ubuntu-24.04", "ubuntu", _MIB, 1024, 1, gzip=True),
-    Target("generic", "any cloud-init machine (NoCloud seed, QEMU, Proxmox)", "debian-12", "ubuntu", _MIB, 1024, 1, gzip=True),
-    Target("raspberry-pi", "Raspberry Pi (Raspberry Pi OS or Ubuntu with cloud-init)", "raspios-trixie", "pi", _MIB, 1024, 4,
-           gzip=False, nginx=False, database="sqlite", workers=1, raspberry_pi=True),
+    Target("digitalocean", "DigitalOcean Droplet", "ubuntu-24.04", 64 * 1024, 1024, 1, packer="digitalocean"),
+    Target("linode", "Linode (Akamai) instance", "ubuntu-24.04", 16_384, 1024, 1,
+           no_packer="Packer has no built-in Linode builder (Debian's Packer 1.6.6 cannot build for Linode). "
+                     "Render the user-data with `bakery render --target linode` and pass it as Linode metadata, "
+                     "or write a template for the `linode` plugin (github.com/linode/linode, Packer 1.7 or later)."),
+    Target("lightsail", "Amazon Lightsail instance", "ubuntu-24.04", 16_384, 512, 1, _GZ, packer="amazon-ebs"),
+    Target("ec2", "Amazon EC2 instance", "ubuntu-24.04", 16_384, 1024, 2, _GZ, packer="amazon-ebs"),
+    Target("hetzner", "Hetzner Cloud server", "ubuntu-24.04", 32 * 1024, 2048, 1, _GZ, packer="hcloud"),
+    Target("vagrant", "local Vagrant VM (1 GiB, 192.168.33.10)", "ubuntu-24.04", _MIB, 1024, 1, _GZ, packer="qemu"),
+    Target("generic", "any cloud-init machine (NoCloud seed, QEMU, Proxmox)", "debian-12", _MIB, 1024, 1, _GZ,
+           packer="qemu"),
+    Target("raspberry-pi", "Raspberry Pi (Raspberry Pi OS or Ubuntu with cloud-init)", "raspios-trixie", _MIB, 1024, 4,
+           frozenset({SSH_OFF_BY_DEFAULT, MDNS, HARDWARE_GROUPS, SD_IMAGE}),
+           # A small board: gunicorn alone on port 8000 with SQLite, one worker.
+           defaults={"admin.name": "pi", "web.nginx": False, "database.engine": "sqlite", "app.workers": 1},
+           no_packer="a Raspberry Pi is not baked with Packer: write an SD card image with `bakery sd-image` instead."),
 ]}
 
 

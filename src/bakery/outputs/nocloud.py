@@ -9,7 +9,9 @@ from typing import Optional
 
 import yaml
 
-from .seed import meta_data
+from ..fsutil import write_output
+from .seed import build_seed_iso, meta_data
+from .userdata import user_data
 
 
 def network_config(plan) -> Optional[dict]:
@@ -45,3 +47,9 @@ def seed_files(plan, user_data: bytes, instance: Optional[str] = None) -> dict:
     if net is not None:
         files["network-config"] = yaml.safe_dump(net, sort_keys=False, default_flow_style=False).encode()
     return files
+
+
+def write_seed(rendered, path, *, never_over=None) -> str:
+    """The NoCloud seed ISO of ``rendered`` at ``path``; what was written."""
+    write_output(path, build_seed_iso(seed_files(rendered.plan, user_data(rendered))), never_over=never_over)
+    return f"wrote {path} (NoCloud seed, volume cidata)"

@@ -1,7 +1,7 @@
 """Packer output: a ready-to-build folder that bakes a bakery server into a
 reusable image (a DigitalOcean or Hetzner snapshot, an AMI, a qcow2 disk).
 
-Owns the target -> builder mapping, the variables file (and its HCL string
+Owns the builders (each target's row names its own), the variables file (and its HCL string
 quoting: the one escape for HCL string literals), and the folder's README.
 The templates themselves live in ``packer/`` and are copied unchanged.
 """
@@ -19,6 +19,7 @@ from bakery.errors import UsageError
 from bakery.fsutil import atomic_write
 from bakery.outputs.seed import meta_data
 from bakery.resources import data_path
+from bakery.targets import TARGETS, Target
 
 VARS_FILE = "bakery.auto.pkrvars.hcl"
 SCRIPTS = ("wait-for-cloud-init.sh", "clean-image.sh")
@@ -44,26 +45,6 @@ BUILDERS: dict[str, Builder] = {
     ]
 }
 
-TARGET_BUILDERS = {
-    "digitalocean": "digitalocean",
-    "ec2": "amazon-ebs",
-    "lightsail": "amazon-ebs",
-    "hetzner": "hcloud",
-    "generic": "qemu",
-    "vagrant": "qemu",
-}
-
-NO_BUILDER = {
-    "linode": (
-        "Packer has no built-in Linode builder (Debian's Packer 1.6.6 cannot build for Linode). "
-        "Render the user-data with `bakery render --target linode` and pass it as Linode metadata, "
-        "or write a template for the `linode` plugin (github.com/linode/linode, Packer 1.7 or later)."
-    ),
-    "raspberry-pi": (
-        "a Raspberry Pi is not baked with Packer: write an SD card image with `bakery sd-image` instead."
-    ),
-}
-
 # Secrets never go to a file in the Packer folder: each template reads them
 # from the environment (env() in the variable's default).
 SECRET_VARIABLES = {"api_token", "hcloud_token"}
@@ -80,15 +61,13 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _VARIABLE_BLOCK = re.compile(r'^variable "([^"]+)" \{\n(.*?)^\}', re.M | re.S)
 
 
-def builder_for(target: str) -> Builder:
+def builder_for(target: Target) -> Builder:
     """The Packer builder that bakes ``target``; UsageError when there is none."""
-    if target in NO_BUILDER:
-        raise UsageError(f"no Packer template for target '{target}': {NO_BUILDER[target]}")
-    try:
-        return BUILDERS[TARGET_BUILDERS[target]]
-    except KeyError:
-        known = ", ".join(TARGET_BUILDERS)
-        raise UsageError(f"no Packer template for target '{target}'; Packer targets: {known}") from None
+    if target.packer is None:
+        known = ", ".join(t.name for t in TARGETS.values() if t.packer)
+        raise UsageError(f"no Packer template for target '{target.name}': "
+                         f"{target.no_packer or 'Packer targets: ' + known}")
+    return BUILDERS[target.packer]
 
 
 def hcl_string(value: str) -> str:
@@ -149,13 +128,29 @@ def declared_variables(template: str) -> dict[str, bool]:
     return {name: bool(re.search(r"^\s*default\s*=", body, re.M)) for name, body in _VARIABLE_BLOCK.findall(template)}
 
 
+def write(rendered, out_dir: Path, assignments=()) -> str:
+    """The Packer folder for ``rendered`` (the image stage) in ``out_dir``,
+    with ``assignments`` ("NAME=VALUE") as template variables; what was written."""
+    from .userdata import user_data
+
+    variables: dict = {"ssh_username": None}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--var expects NAME=VALUE, got {item!r}")
+        variables[name] = value
+    variables["ssh_username"] = variables.get("ssh_username") or rendered.plan.admin.name
+    written = write_packer_dir(out_dir, rendered.plan.target, user_data(rendered), variables)
+    return f"wrote {len(written)} files to {out_dir}; see {Path(out_dir) / 'README.md'}"
+
+
 # The first words of every template bakery writes (packer/*.pkr.hcl).
 BAKERY_TEMPLATE_MARK = b"# Bakes a bakery server into"
 
 
 def write_packer_dir(
     out_dir: Path,
-    target: str,
+    target: Target,
     user_data: bytes,
     variables: Mapping[str, Value],
     *,
@@ -245,18 +240,18 @@ START_EXAMPLES = {
 }
 
 
-def _start_example(target: str) -> list[str]:
-    example = START_EXAMPLES[TARGET_BUILDERS[target]].format(target=target)
+def _start_example(target: Target) -> list[str]:
+    example = START_EXAMPLES[target.packer].format(target=target.name)
     return ["For example:", "", "```sh", *example.split("\n"), "```", ""]
 
 
-def _readme(target: str, builder: Builder, template_name: str) -> str:
+def _readme(target: Target, builder: Builder, template_name: str) -> str:
     if builder.credentials:
         credentials = f"It reads the credentials from the environment: {builder.credentials}."
     else:
         credentials = "It needs no cloud credentials; it runs QEMU on this machine (with xorriso or genisoimage for the seed CD)."
     lines = [
-        f"# Packer build: {target} ({builder.image_kind})",
+        f"# Packer build: {target.name} ({builder.image_kind})",
         "",
         f"Bakes the image stage of the server (`user-data`, rendered by `bakery packer`) into a {builder.image_kind}:",
         "the packages, firewall, SSH settings, app user, the app checked out at its ref and its virtualenv.",
@@ -284,6 +279,26 @@ def _readme(target: str, builder: Builder, template_name: str) -> str:
         "It then removes cloud-init's state, SSH host keys, the machine id and the logs, so every",
         "server started from the image is a new cloud-init instance.",
         "",
+        *_readme_servers(target),
+    ]
+    if builder.name == "qemu":
+        lines += [
+            "",
+            "`source_image_checksum` must be set in `" + VARS_FILE + "` (\"sha512:<hex>\"), for",
+            "example the line for the image in the SHA512SUMS file published beside it.",
+        ]
+    if target.name == "lightsail":
+        lines += [
+            "",
+            "Lightsail cannot start instances from an AMI: this builds an EC2 image. For Lightsail,",
+            "paste the user-data as the instance's launch script instead.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _readme_servers(target: Target) -> list[str]:
+    """The README's part on starting servers from the built image."""
+    return [
         "## Starting servers from the image",
         "",
         "Each server gets its own small user-data, the instance stage: its host name, its own",
@@ -292,7 +307,7 @@ def _readme(target: str, builder: Builder, template_name: str) -> str:
         "one per server, from the folder that holds `bakery.yaml`, and pass it when creating it:",
         "",
         "```sh",
-        f"bakery render --stage instance --hostname web1 --target {target} -o web1.user-data",
+        f"bakery render --stage instance --hostname web1 --target {target.name} -o web1.user-data",
         "```",
         "",
         *_start_example(target),
@@ -302,16 +317,3 @@ def _readme(target: str, builder: Builder, template_name: str) -> str:
         "",
         "`user-data` and the instance user-data files are private (mode 0600): do not commit them.",
     ]
-    if builder.name == "qemu":
-        lines += [
-            "",
-            "`source_image_checksum` must be set in `" + VARS_FILE + "` (\"sha512:<hex>\"), for",
-            "example the line for the image in the SHA512SUMS file published beside it.",
-        ]
-    if target == "lightsail":
-        lines += [
-            "",
-            "Lightsail cannot start instances from an AMI: this builds an EC2 image. For Lightsail,",
-            "paste the user-data as the instance's launch script instead.",
-        ]
-    return "\n".join(lines) + "\n"

@@ -42,15 +42,12 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol, Sequence
-
-import click
+from typing import Callable, ContextManager, Iterator, Mapping, Optional, Protocol, Sequence
 
 from bakery.errors import BakeryError
 from bakery.outputs.partitions import BootPartition, PartitionError, find_boot_partition
@@ -106,6 +103,8 @@ class BootKind(enum.Enum):
 
 FilesFor = Callable[[BootKind], Mapping[str, bytes]]
 CmdlineEdit = Callable[[str, BootKind], str]
+# progress(label, total bytes) -> a context whose value takes each count copied.
+Progress = Callable[[str, int], ContextManager[Callable[[int], None]]]
 
 
 class BootFS(Protocol):
@@ -431,6 +430,38 @@ def _report(plan: _Plan, started: float, **where) -> BakeReport:
 # --------------------------------------------------------------------------
 # Public entry points
 
+def bake(rendered, *, image: Optional[Path] = None, output: Optional[Path] = None, in_place: bool = False,
+         boot_dir: Optional[Path] = None, progress: Optional[Progress] = None) -> BakeReport:
+    """Write ``rendered``'s NoCloud files onto a card's boot partition
+    (``boot_dir``) or an image (a copy at ``output``, or ``in_place``)."""
+    import uuid
+
+    from .nocloud import seed_files
+    from .userdata import user_data
+
+    # A new instance id on every bake: a re-baked card runs first boot again.
+    instance = f"bakery-{uuid.uuid4().hex[:16]}"
+    files = seed_files(rendered.plan, user_data(rendered), instance=instance)
+
+    def files_for(kind: BootKind) -> Mapping[str, bytes]:
+        if not kind.has_cloud_init:
+            raise ImageError(
+                f"this image ({kind.value}) has no cloud-init, so it cannot read bakery's user-data. "
+                "Use a Raspberry Pi OS image with cloud-init (Trixie releases from late 2025 on) "
+                "or Ubuntu Server for Raspberry Pi.")
+        return files
+
+    def cmdline_edit(cmdline: str, kind: BootKind) -> str:
+        # An i= on the kernel command line overrides meta-data (Raspberry Pi
+        # Imager leaves one there): replace it so the new bake is a new instance.
+        return set_cmdline_params(cmdline, [nocloud_param(instance)]) if kind.has_cloud_init else cmdline
+
+    if boot_dir is not None:
+        return bake_boot_dir(boot_dir, files_for, cmdline_edit)
+    return bake_image(image, output, in_place=in_place, files_for=files_for, cmdline_edit=cmdline_edit,
+                      progress=progress)
+
+
 def bake_boot_dir(boot_dir: Path, files_for: FilesFor, cmdline_edit: CmdlineEdit | None = None) -> BakeReport:
     """Write the first-boot files onto a card that is flashed and mounted."""
     started = time.monotonic()
@@ -462,15 +493,15 @@ def bake_image(
     in_place: bool = False,
     files_for: FilesFor,
     cmdline_edit: CmdlineEdit | None = None,
-    progress: bool = False,
+    progress: Optional[Progress] = None,
 ) -> BakeReport:
     """Bake ``source`` (``.img`` or ``.img.xz``) into ``output``, or in place.
 
     The copy goes to a temporary file beside ``output`` (a multi-GB image must
     not cross file systems on rename) and replaces ``output`` only when
     complete; on any failure nothing is left behind. In place, every check and
-    every decision is made before the first write. ``progress`` shows click's
-    progress bar on stderr while copying: pass ``sys.stderr.isatty()``.
+    every decision is made before the first write. ``progress(label, total)``
+    gives a context whose value is called with each count of bytes copied.
     """
     started = time.monotonic()
     source = Path(source)
@@ -616,13 +647,13 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
 # --------------------------------------------------------------------------
 # Copying images
 
-def _copy_image(source: Path, target: Path, *, compressed: bool, progress: bool) -> None:
+def _copy_image(source: Path, target: Path, *, compressed: bool, progress: Optional[Progress]) -> None:
     """Copy ``source`` to ``target``, decompressing ``.xz``, leaving zeros as holes."""
     try:
         with open(source, "rb") as raw, open(target, "r+b") as out:
             total = os.fstat(raw.fileno()).st_size
             label = f"Decompressing {source.name}" if compressed else f"Copying {source.name}"
-            with _progress(progress, total, label) as advance:
+            with (progress or _no_progress)(label, total) as advance:
                 if compressed:
                     size = _copy_xz(raw, out.fileno(), advance)
                 else:
@@ -690,9 +721,5 @@ def _copy_xz(raw, dst: int, advance: Callable[[int], None]) -> int:
 
 
 @contextmanager
-def _progress(show: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
-    if not show:
-        yield lambda n: None
-        return
-    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
-        yield bar.update
+def _no_progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    yield lambda n: None

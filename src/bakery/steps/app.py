@@ -8,7 +8,7 @@ the .env and the supervisor program on its own first boot."""
 from __future__ import annotations
 
 from ..templating import render
-from .layout import paths
+from ..layout import paths
 
 
 def update_script(plan, **where) -> str:

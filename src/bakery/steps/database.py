@@ -7,7 +7,7 @@ Per server: the password is never baked into an image."""
 from __future__ import annotations
 
 from ..templating import render
-from .layout import paths
+from ..layout import paths
 
 TEMPLATES = {"mysql": "db-bootstrap-mysql.sql.j2", "postgresql": "db-bootstrap-postgresql.sql.j2"}
 

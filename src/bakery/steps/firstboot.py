@@ -20,12 +20,10 @@ from __future__ import annotations
 
 from ..templating import render
 from . import packages
-from .layout import paths
+from ..layout import LIB_DIR, STATE_DIR, paths
 from .web import certificate_name
 
-SCRIPT = "/usr/local/lib/bakery/first-boot.sh"
-# bakery's own state for this instance: a new instance starts afresh.
-STATE_DIR = "/var/lib/cloud/instance/bakery"
+SCRIPT = f"{LIB_DIR}/first-boot.sh"
 RUNPARTS_DIR = "/var/lib/cloud/scripts/per-instance"
 # The steps that close the machine; each later step opens something.
 LOCKDOWN = ("ssh", "packages", "firewall", "services")

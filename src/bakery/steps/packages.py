@@ -13,6 +13,8 @@ from source (the update command then installs them; see update.sh.j2)."""
 
 from __future__ import annotations
 
+from ..targets import MDNS
+
 
 def package_list(plan) -> list:
     # Security updates install themselves (see AUTO_UPGRADES).
@@ -30,7 +32,7 @@ def package_list(plan) -> list:
                 pkgs += ["certbot"]
     if plan.mail.enabled:
         pkgs.append("postfix")
-    if plan.target.raspberry_pi:
+    if plan.target.can(MDNS):
         pkgs.append("avahi-daemon")  # ssh pi@HOST.local
     if plan.locale:
         pkgs.append("locales")

@@ -5,6 +5,8 @@ outputs/nocloud.py)."""
 
 from __future__ import annotations
 
+from ..targets import SSH_OFF_BY_DEFAULT
+
 PI_GROUPS = ["video", "gpio", "i2c", "spi", "dialout", "plugdev"]
 
 
@@ -14,7 +16,7 @@ def build(plan) -> dict:
         return out
     if plan.keyboard:
         out["keyboard"] = {"layout": plan.keyboard}
-    if not plan.target.raspberry_pi:
+    if not plan.target.can(SSH_OFF_BY_DEFAULT):
         return out
     # Before the first-boot script, so the Pi is reachable even if a later
     # step fails.

@@ -13,7 +13,7 @@ starts it on its first boot."""
 from __future__ import annotations
 
 from ..templating import render
-from .layout import paths
+from ..layout import paths
 
 ELASTIC_APT = "deb https://artifacts.elastic.co/packages/8.x/apt stable main"
 ELASTIC_KEY = "46095ACC8548582C1A2699A9D27D666CD88E42B4"  # Elasticsearch (Elasticsearch Signing Key)

@@ -3,6 +3,7 @@ password, and root kept out."""
 
 from __future__ import annotations
 
+from ..targets import HARDWARE_GROUPS
 from . import raspberry_pi
 
 
@@ -10,7 +11,7 @@ def build(plan) -> dict:
     admin = plan.admin
     user = {
         "name": admin.name,
-        "groups": ["sudo", "adm"] + (raspberry_pi.PI_GROUPS if plan.target.raspberry_pi else []),
+        "groups": ["sudo", "adm"] + (raspberry_pi.PI_GROUPS if plan.target.can(HARDWARE_GROUPS) else []),
         "sudo": "ALL=(ALL) NOPASSWD:ALL",
         "shell": admin.shell,
         "lock_passwd": True,

@@ -8,7 +8,7 @@ server enables it once it has made its own certificate."""
 from __future__ import annotations
 
 from ..templating import render
-from .layout import paths
+from ..layout import paths
 
 
 def certificate_name(plan) -> str:
