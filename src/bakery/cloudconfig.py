@@ -51,8 +51,9 @@ def _merge_dict(into: dict, other: dict) -> None:
             into[key] = value
 
 
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (file contents) as literal blocks, readable in a form."""
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """Multi-line strings (file contents) as literal blocks, readable in a
+    form. libyaml's emitter when PyYAML has it: the same text, faster."""
 
 
 def _str_representer(dumper, data: str):
@@ -88,13 +89,14 @@ def to_gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
-def fit(cloud_config: dict, limit: int) -> dict:
-    """``cloud_config`` as it is when its YAML fits ``limit`` bytes; else with
-    the largest write_files contents sent gzip+base64 (cloud-init unpacks
-    them: the files on the server are the same), largest first, until it
-    fits or nothing is left to pack."""
-    if len(to_yaml(cloud_config).encode("utf-8")) <= limit:
-        return cloud_config
+def fit(cloud_config: dict, limit: int) -> tuple[dict, str]:
+    """``cloud_config`` and its YAML, as they are when the YAML fits
+    ``limit`` bytes; else with the largest write_files contents sent
+    gzip+base64 (cloud-init unpacks them: the files on the server are the
+    same), largest first, until it fits or nothing is left to pack."""
+    text = to_yaml(cloud_config)
+    if len(text.encode("utf-8")) <= limit:
+        return cloud_config, text
     packed = dict(cloud_config)
     files = [dict(entry) for entry in cloud_config.get("write_files", [])]
     packed["write_files"] = files
@@ -103,17 +105,19 @@ def fit(cloud_config: dict, limit: int) -> dict:
             continue
         entry["content"] = base64.b64encode(to_gzip(entry["content"].encode("utf-8"))).decode("ascii")
         entry["encoding"] = "gz+b64"
-        if len(to_yaml(packed).encode("utf-8")) <= limit:
+        text = to_yaml(packed)
+        if len(text.encode("utf-8")) <= limit:
             break
-    return packed
+    return packed, text
 
 
 def emit(cloud_config: dict, fmt: str = "yaml", limit: int | None = None) -> tuple[bytes, int]:
     """Return (artifact bytes, size the provider counts against its limit).
     With ``limit``, uncompressed formats are first made to fit it (``fit``)."""
     if limit is not None and fmt != "gzip-base64":
-        cloud_config = fit(cloud_config, limit)
-    text = to_yaml(cloud_config)
+        cloud_config, text = fit(cloud_config, limit)
+    else:
+        text = to_yaml(cloud_config)
     if fmt == "yaml":
         data = text.encode("utf-8")
         return data, len(data)

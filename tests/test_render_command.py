@@ -345,7 +345,9 @@ def test_targets_table(workstation):
     names = [ln.split()[0] for ln in lines[1:]]
     assert names == list(TARGETS)
     row = next(ln for ln in lines if ln.startswith("lightsail"))
-    assert "512 MiB" in row and "16384 B" in row
+    assert "512 MiB" in row and "16384 B" in row and row.split()[-1] == "amazon-ebs"
+    pi = next(ln for ln in lines if ln.startswith("raspberry-pi")).split()
+    assert pi[2] == "pi" and pi[-1] == "-"
 
 
 def test_validate_command(tmp_path, workstation):
