@@ -37,7 +37,12 @@ def write(tmp_path, text: str):
     (APP + "database:\n  engine: sqlite\n  path: /var/lib/mysql/app.db\n", "database.path", "in /var/lib/app/"),
     (APP + "  static: app/../../../../etc\n", "app.static", "must be a folder inside the app's checkout"),
     (APP + "  static: app/..\n", "app.static", "must be a folder inside the app's checkout"),
+    # Code the server would run, from a source nobody authenticated.
+    ("app:\n  repo: http://git.example.org/app.git\n", "app.repo", "does not authenticate the git server"),
+    ("app:\n  repo: git://git.example.org/app.git\n", "app.repo", "app.insecure_transport: true"),
 ])
+
+
 def test_config_that_would_hurt_is_refused_with_its_place(tmp_path, workstation, fragment, key, message):
     text = fragment if fragment.startswith("admin:") else BASE + fragment
     cfg = write(tmp_path, text)
@@ -45,6 +50,15 @@ def test_config_that_would_hurt_is_refused_with_its_place(tmp_path, workstation,
     err = result.stderr.decode()
     assert result.returncode == 2 and result.stdout == b"", err
     assert f"{cfg}:" in err and f" {key}: " in err and message in err, err
+
+
+def test_credentials_in_the_repository_url_are_refused_without_showing_them(tmp_path, workstation):
+    cfg = write(tmp_path, BASE + "app:\n  repo: https://me:ghp_s3cr3tT0ken@github.com/me/app.git\n")
+    result = run_bakery(["render", "-c", cfg], home=workstation)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and result.stdout == b"", err
+    assert " app.repo: " in err and "holds credentials" in err and "deploy key" in err, err
+    assert "ghp_s3cr3tT0ken" not in err
 
 
 def test_a_special_file_is_written_to_not_replaced(tmp_path, workstation):

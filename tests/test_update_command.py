@@ -228,3 +228,40 @@ def test_first_boot_profile_step_keeps_one_block(server, tmp_path):
                         f"APP_USER={server.app.user}\n{function}install_profile\n"], check=True)
     assert profile.read_text() == ("# the user's own lines\nexport KEEP=1\n"
                                    "# >>> bakery fixture >>>\nexport FLASK_APP=wsgi.py\n# <<< bakery fixture <<<\n")
+
+
+def test_a_tag_moved_upstream_is_reported_and_not_deployed(server):
+    v1 = commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    assert server.update().returncode == 0 and server.head() == v1
+    # Someone re-points v1 at another commit upstream.
+    moved = commit_app(server.origin, "two", "fixture-dep==2.0", "moved")
+    git(server.origin, "tag", "-f", "v1", moved)
+    result = server.update("v1")
+    assert result.returncode != 0
+    assert "tag v1 moved upstream" in result.stdout and "--accept-moved-tag" in result.stdout, result.stdout
+    # Refused for good at once, not retried for the network's sake.
+    assert "attempt 1 failed" not in result.stdout
+    assert server.head() == v1 and server.installed() == "1.0" and server.supervisorctl() == []
+    # The operator says so: the moved tag is deployed.
+    accepted = server.update("--accept-moved-tag", "v1")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert server.head() == moved and server.installed() == "2.0"
+
+
+def test_a_pinned_commit_is_the_only_one_deployed(server):
+    v1 = commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    other = commit_app(server.origin, "two", "fixture-dep==2.0", "v2")
+    git(server.origin, "tag", "v2")
+    server.app.commit = v1
+    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    assert server.update().returncode == 0 and server.head() == v1
+    # v1 upstream now points elsewhere: refused even when the moved tag is accepted.
+    git(server.origin, "tag", "-f", "v1", other)
+    result = server.update("--accept-moved-tag")
+    assert result.returncode != 0
+    assert f"not the pinned app.commit {v1}" in result.stdout, result.stdout
+    assert server.head() == v1 and server.supervisorctl() == []
+    # Another ref named by the operator is the operator's choice.
+    assert server.update("v2").returncode == 0 and server.head() == other

@@ -77,6 +77,24 @@ def app_runs_unprivileged(ctx: Context):
                                 "or name an unprivileged user")
 
 
+def repository_is_authenticated(ctx: Context):
+    """The server runs whatever code it clones: over a transport that
+    authenticates the host, and without credentials in the URL (they would
+    sit in user-data and in .git/config)."""
+    app = ctx.cfg.get("app")
+    if not app:
+        return
+    scheme, _, rest = app["repo"].partition("://")
+    if scheme in ("http", "https") and "@" in rest.split("/", 1)[0]:
+        yield ("app", "repo"), ("the URL holds credentials (user:token@host), which would sit in user-data and in "
+                                "the server's .git/config; clone a private repository over SSH "
+                                "(git@host:you/app.git) with a deploy key instead")
+    elif scheme in ("http", "git") and not app["insecure_transport"]:
+        yield ("app", "repo"), (f"{scheme}:// does not authenticate the git server, so anyone on the path could "
+                                "change the code the server runs; use https:// or SSH, or set "
+                                "app.insecure_transport: true for a git server on your own network")
+
+
 def app_environment(ctx: Context):
     app = ctx.cfg.get("app")
     if not app:
@@ -158,7 +176,8 @@ def wifi_joins(ctx: Context):
 
 
 RULES: tuple[Callable[[Context], object], ...] = (
-    admin_can_log_in, sections_need_app, app_runs_unprivileged, app_environment, app_paths_stay_inside,
+    admin_can_log_in, sections_need_app, app_runs_unprivileged, repository_is_authenticated, app_environment,
+    app_paths_stay_inside,
     mysql_collation, tls_has_what_it_needs, firewall_rules, fits_memory, wifi_joins,
 )
 

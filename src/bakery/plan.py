@@ -56,6 +56,7 @@ class App:
     name: str
     repo: str
     ref: str
+    commit: Optional[str]  # the full commit id ref must resolve to, or None
     user: str
     user_is_admin: bool
     home: str
@@ -82,7 +83,8 @@ class Web:
     tls: str  # self-signed | letsencrypt | none
     email: Optional[str]
     cert_days: int
-    cert_bits: int
+    cert_key: str  # ecdsa | rsa
+    cert_bits: int  # with rsa
     cert_file: str
     key_file: str
     # The site's name is the host's own (host.hostname + host.domain), so it
@@ -214,7 +216,7 @@ def _app(cfg: dict, target: Target, memory: int, database: Database, secret) -> 
     workers = int(section.get("workers") or default_workers(memory, target.cpus))
     port = section["port"]
     return App(
-        name=name, repo=section["repo"], ref=section["ref"], user=user, user_is_admin=user == cfg["admin"]["name"],
+        name=name, repo=section["repo"], ref=section["ref"], commit=section.get("commit"), user=user, user_is_admin=user == cfg["admin"]["name"],
         home=layout.home(user), dir=checkout, venv=layout.venv(checkout), module=section["module"],
         requirements=section["requirements"], pip_packages=_pip_packages(section["pip_packages"], database),
         environment={k: _text(v) for k, v in section["environment"].items()},
@@ -259,7 +261,8 @@ def _web(cfg: dict, fqdn: Optional[str]) -> Web:
     cert_file, key_file = layout.certificate(name)
     return Web(nginx=nginx, server_name=section.get("domain") or fqdn or cfg["host"].get("domain") or "_",
                tls=section["tls"] if nginx else "none", email=section.get("email"),
-               cert_days=section["cert_days"], cert_bits=int(section["cert_bits"]), cert_file=cert_file,
+               cert_days=section["cert_days"], cert_key=section["cert_key"], cert_bits=section["cert_bits"],
+               cert_file=cert_file,
                key_file=key_file, name_from_host="domain" not in section and "domain" in cfg["host"])
 
 

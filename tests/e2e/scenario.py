@@ -48,6 +48,8 @@ def scenario_config(public_key: str, repo_url: str, admin: str = ADMIN) -> dict:
         "app": {
             "name": APP,
             "repo": repo_url,
+            # The fixture's git server on the host speaks plain HTTP.
+            "insecure_transport": True,
             "ref": "v1",
             "module": "fixture:app",
             "pip_packages": ["gunicorn"],
