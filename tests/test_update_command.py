@@ -265,3 +265,92 @@ def test_a_pinned_commit_is_the_only_one_deployed(server):
     assert server.head() == v1 and server.supervisorctl() == []
     # Another ref named by the operator is the operator's choice.
     assert server.update("v2").returncode == 0 and server.head() == other
+
+
+# --- root never acts through a path the app user controls ---------------------
+
+@pytest.fixture
+def app_user(tmp_path):
+    """A real unprivileged user whose home is inside tmp_path."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a user")
+    require_tool("useradd")
+    name = f"bakery-t{os.getpid() % 100000}"
+    home = tmp_path / "home" / name
+    subprocess.run(["useradd", "--system", "--user-group", "--home-dir", str(home), "--shell", "/bin/sh", name],
+                   check=True)
+    try:
+        # Every folder above the home must be traversable for the user.
+        for folder in [tmp_path, *tmp_path.parents]:
+            folder.chmod(folder.stat().st_mode | 0o111)
+        home.mkdir(parents=True)
+        (tmp_path / "home").chmod(0o755)
+        user = pwd.getpwnam(name)
+        os.chown(home, user.pw_uid, user.pw_gid)
+        yield user
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+def owned_by_root_unchanged(path: Path, text=None) -> bool:
+    st = os.lstat(path)
+    return st.st_uid == 0 and st.st_gid == 0 and (text is None or path.read_text() == text)
+
+
+def test_symlinks_the_app_user_plants_never_lead_root_outside(tmp_path, app_user):
+    victim_dir, victim_file = tmp_path / "outside", tmp_path / "outside.txt"
+    victim_dir.mkdir(mode=0o755)
+    victim_file.write_text("precious\n")
+    server = Server(tmp_path)
+    uid, gid = app_user.pw_uid, app_user.pw_gid
+    app = server.app
+    app.user, app.home = app_user.pw_name, app_user.pw_dir
+    app.dir, app.venv = f"{app.home}/fixture", f"{app.home}/fixture/venv"
+    server.plan.database.engine, server.plan.database.path = "sqlite", f"{app.dir}/data/fixture.db"
+    commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    # The app user reads the origin (git refuses a repository of another owner).
+    subprocess.run(["chown", "-R", f"{uid}:{gid}", str(server.origin), str(server.wheels)], check=True)
+    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+
+    # The checkout itself planted as a link to a folder of root's: the clone
+    # fails as the app user, and the folder stays root's and empty.
+    os.symlink(victim_dir, app.dir)
+    os.lchown(app.dir, uid, gid)
+    planted = server.update()
+    assert planted.returncode != 0
+    assert owned_by_root_unchanged(victim_dir) and list(victim_dir.iterdir()) == []
+    os.unlink(app.dir)
+
+    # A real install, then links planted where root used to write.
+    first = server.update()
+    assert first.returncode == 0, first.stdout + first.stderr
+    checkout = Path(app.dir)
+    assert os.stat(checkout / ".env").st_uid == uid and oct(os.stat(checkout / ".env").st_mode & 0o777) == "0o600"
+    for link in (checkout / ".env", checkout / "data"):
+        if link.is_dir() and not link.is_symlink():
+            os.rmdir(link)
+        else:
+            link.unlink()
+    os.symlink(victim_file, checkout / ".env")
+    os.symlink(victim_dir, checkout / "data")
+    for link in (checkout / ".env", checkout / "data"):
+        os.lchown(link, uid, gid)
+    again = server.update()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert owned_by_root_unchanged(victim_file, "precious\n") and owned_by_root_unchanged(victim_dir)
+    # The .env link was replaced by the app user's own file.
+    assert not (checkout / ".env").is_symlink() and "SECRET_KEY=" in (checkout / ".env").read_text()
+
+    # ~/.profile planted as a link: first boot's profile step writes as the
+    # app user, so the link's target is untouched.
+    Path(server.where.profile).write_text(app_step.profile_block(server.plan))
+    profile = Path(app.home) / ".profile"
+    os.symlink(victim_file, profile)
+    os.lchown(profile, uid, gid)
+    script = firstboot.first_boot_script(server.plan, paths=server.where)
+    start = script.index("install_profile() {")
+    function = script[start:script.index("\n}\n", start) + 3]
+    subprocess.run(["bash", "-euo", "pipefail", "-c", f"APP_USER={app.user}\n{function}install_profile\n"],
+                   capture_output=True)
+    assert owned_by_root_unchanged(victim_file, "precious\n")

@@ -46,6 +46,7 @@ def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
         log_dir=log_dir,
         webroot=WEBROOT,
         update=f"/usr/local/bin/{name}-update",
+        app_state=app_state_dir(name),
         dotenv=f"{etc}/{name}.env",
         profile=f"{etc}/{name}.profile",
         db_sql=f"{etc}/{name}-db.sql",
