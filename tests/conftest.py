@@ -152,7 +152,8 @@ def first_boot_packages(doc: dict) -> list:
     import shlex
 
     script = write_files(doc)["/usr/local/lib/bakery/first-boot.sh"]
-    match = re.search(r'install --no-install-recommends(.*)$', script, re.M)
+    # The whole list is the line that also takes the time daemon.
+    match = re.search(r'install --no-install-recommends \$\{time_sync:\+"\$time_sync"\}(.*)$', script, re.M)
     return shlex.split(match.group(1)) if match else []
 
 

@@ -271,7 +271,7 @@ def test_prepare_in_the_image_then_first_boot_without_the_network(tmp_path):
     server.origin.rename(tmp_path / "unreachable")
     boot = server.update("--prepared", "v1")
     assert boot.returncode == 0, boot.stdout + boot.stderr
-    assert "come with the image: no fetch, no pip install" in boot.stdout
+    assert "were prepared: no fetch, no pip install" in boot.stdout
     assert (app_dir / ".env").exists() and (app_dir / "migrate.log").read_text() == "1.0\n"
     assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
 

@@ -254,6 +254,32 @@ def test_size_limit_is_enforced_with_hint(tmp_path, workstation):
     assert linode.returncode == 2 and "does not accept compressed" in stderr(linode)
 
 
+def test_to_fit_16_kib_the_scripts_lose_only_their_comment_lines(tmp_path, workstation):
+    require_tool("shellcheck")
+    secrets = tmp_path / "s.yaml"
+    example = REPO / "examples" / "microblog.yaml"
+    full = render(example, workstation, "--secrets", secrets, target="generic")
+    small = render(example, workstation, "--secrets", secrets, target="linode")
+    assert small.returncode == 0 and len(small.stdout) <= 16_384, stderr(small)
+    whole, fitted = write_files(yaml.safe_load(full.stdout)), write_files(yaml.safe_load(small.stdout))
+    stripped = [path for path in whole if fitted[path] != whole[path]]
+    assert "/usr/local/lib/bakery/first-boot.sh" in stripped
+    for path in stripped:
+        kept = iter(whole[path].splitlines())
+        for line in fitted[path].splitlines():  # the fitted lines, in order, are the original's
+            removed = []
+            for original in kept:
+                if original == line:
+                    break
+                removed.append(original)
+            assert all(not r.strip() or r.strip().startswith("#") for r in removed), removed
+        script = tmp_path / path.rsplit("/", 1)[-1]
+        script.write_text(fitted[path])
+        check = subprocess.run(["shellcheck", "--severity=style", str(script)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+    assert "BAKERY_DEBCONF" in fitted["/usr/local/lib/bakery/first-boot.sh"]
+
+
 # --- environment references --------------------------------------------------
 
 def test_env_references(tmp_path, workstation):

@@ -137,6 +137,42 @@ def test_ssh_audit_finds_nothing_to_fix(server):
     assert report["cves"] == [], report["cves"]
 
 
+# Mozilla's intermediate profile, as the RFC names testssl.sh reports: what a
+# server with an ECDSA certificate (bakery's self-signed default) can offer.
+MOZILLA_INTERMEDIATE_ECDSA = {
+    "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+}
+VULNERABILITY_IDS = {"heartbleed", "CCS", "ticketbleed", "ROBOT", "secure_renego", "secure_client_renego", "CRIME_TLS",
+                     "BREACH", "POODLE_SSL", "fallback_SCSV", "SWEET32", "FREAK", "DROWN", "LOGJAM", "BEAST",
+                     "LUCKY13", "RC4"}
+
+
+def test_testssl_finds_mozilla_intermediate_and_no_vulnerability(server, tmp_path):
+    import json
+    import subprocess
+
+    from conftest import require_tool
+
+    report = tmp_path / "testssl.json"
+    # --ip: the guest's forwarded port, under the site's name (SNI): nginx
+    # closes a handshake for any other name.
+    result = subprocess.run([require_tool("testssl"), "--quiet", "--color", "0", "--warnings", "off",
+                             "--ip", "127.0.0.1", "--jsonfile", str(report), "-p", "-e", "-U",
+                             f"https://{HOST}:{server.ports[443]}"], capture_output=True, text=True, timeout=1200)
+    findings = json.loads(report.read_text())
+    by_id = {f["id"]: f for f in findings}
+    protocols = {name for name in ("SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3")
+                 if by_id.get(name, {}).get("finding", "").startswith("offered")}
+    assert protocols == {"TLS1_2", "TLS1_3"}, (protocols, result.stdout[-3000:])
+    ciphers = {f["finding"].split()[-1] for f in findings if f["id"].startswith("cipher_") and "TLS_" in f["finding"]}
+    assert ciphers == MOZILLA_INTERMEDIATE_ECDSA, ciphers
+    vulnerable = [f for f in findings if f["id"] in VULNERABILITY_IDS and f["severity"] not in ("OK", "INFO")]
+    assert vulnerable == [], vulnerable
+    assert {f["id"] for f in findings} >= {"heartbleed", "ROBOT", "BREACH"}, "testssl.sh ran no vulnerability check"
+
+
 # --- 3: firewall ---------------------------------------------------------------
 
 def test_firewall_allows_exactly_ssh_http_https_and_the_config_s_ports(server):
@@ -216,6 +252,35 @@ def test_security_updates_install_themselves(server):
     periodic = server.ssh("apt-config dump APT::Periodic").stdout
     assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic and 'Update-Package-Lists "1";' in periodic, periodic
     assert server.ssh("dpkg-query -W -f '${Status}' unattended-upgrades").stdout == "install ok installed"
+
+
+METADATA = "169.254.169.254"
+FETCH_METADATA = f"python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://{METADATA}/\", timeout=5).status)'"
+
+
+def test_only_root_reaches_the_metadata_service(server):
+    # A listener on the metadata address stands in for the provider's service.
+    server.ssh(f"sudo ip addr add {METADATA}/32 dev lo")
+    server.ssh(f"sudo sh -c 'cd /tmp && nohup python3 -m http.server --bind {METADATA} 80 >/dev/null 2>&1 &'")
+    try:
+        assert wait_for(lambda: server.ssh(f"sudo {FETCH_METADATA}").stdout.strip() == "200", timeout=60)
+        as_admin = server.ssh(FETCH_METADATA, check=False)  # the admin without sudo: any non-root process
+        assert as_admin.returncode != 0 and "Connection refused" in as_admin.stderr, as_admin.stderr
+    finally:
+        server.ssh(f"sudo pkill -f 'http.server --bind {METADATA}'", check=False)
+        server.ssh(f"sudo ip addr del {METADATA}/32 dev lo", check=False)
+
+
+def test_the_clock_is_kept_in_sync(server, tier):
+    daemons = server.ssh("dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n' systemd-timesyncd chrony 2>/dev/null",
+                         check=False).stdout
+    assert re.search(r"^ii +(systemd-timesyncd|chrony)$", daemons, re.M), daemons
+    if tier.tier == "container":
+        # systemd-timesyncd does not run in a container, whose clock is the host's.
+        assert server.ssh("systemd-detect-virt --container").returncode == 0
+        return
+    assert server.ssh("timedatectl show -p NTP --value").stdout.strip() == "yes"
+    assert "active" in server.ssh("systemctl is-active systemd-timesyncd chrony || true").stdout.split()
 
 
 def test_http_redirects_to_https(server):
@@ -334,3 +399,43 @@ def test_after_reboot_everything_holds_and_first_boot_does_not_rerun(server):
     assert len(server.ssh("ls /var/lib/cloud/instances").stdout.split()) == 1
     test_sshd_effective_settings_are_hardened(server)
     test_cloud_init_done_without_errors(server)
+
+
+# --- 10: the hardening index, against a stock guest ------------------------------
+
+LYNIS_FILES = ("usr/sbin/lynis", "usr/share/lynis", "etc/lynis")
+
+
+def lynis_hardening_index(guest) -> int:
+    """Run this machine's lynis (Debian's package) inside ``guest``."""
+    import subprocess
+
+    from conftest import require_tool
+
+    require_tool("lynis")
+    archive = subprocess.run(["tar", "-C", "/", "-cz", *LYNIS_FILES], capture_output=True, check=True).stdout
+    subprocess.run([*guest.ssh_command(), "sudo -n tar -C / -xz"], input=archive, check=True, timeout=120)
+    guest.ssh("sudo -n lynis audit system --cronjob > /dev/null", timeout=1800)
+    report = guest.ssh("sudo -n grep '^hardening_index=' /var/log/lynis-report.dat").stdout
+    return int(report.strip().split("=", 1)[1])
+
+
+def test_lynis_hardening_index_beats_a_stock_guest_by_15(server, tier, boot_guest, ssh_key, tmp_path_factory):
+    import yaml
+
+    from .guest import make_seed_iso
+
+    bakery_index = lynis_hardening_index(server)
+    public_key = ssh_key.with_suffix(".pub").read_text().strip()
+    user_data = "#cloud-config\n" + yaml.safe_dump({"users": [{
+        "name": "stock", "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL", "lock_passwd": True,
+        "ssh_authorized_keys": [public_key]}]})
+    seed = make_seed_iso(tmp_path_factory.mktemp("stock") / "seed.iso", {
+        "user-data": user_data.encode(), "meta-data": b"instance-id: stock-1\nlocal-hostname: stock\n"})
+    stock = boot_guest(seed, "stock", tier=tier)  # stops the server: this test comes last
+    stock.wait_ssh()
+    stock.wait_boot_finished()
+    stock_index = lynis_hardening_index(stock)
+    server.timings["lynis"] = bakery_index
+    server.timings["lynis-stock"] = stock_index
+    assert bakery_index >= stock_index + 15, (bakery_index, stock_index)
