@@ -115,10 +115,11 @@ def test_a_failed_step_leaves_the_machine_locked_down_and_says_so(tier, boot_gue
     good = (repo.worktree / "requirements.txt").read_text()
     repo.write("requirements.txt", good + "bakery-e2e-no-such-package==0.0.0\n")
     repo.commit("a requirement that cannot be installed")
-    repo.retag("v1")
 
     def with_mail(data):
         data["mail"] = {"enabled": True}  # postfix must be loopback-only even so
+        # A branch, which the fix below moves on (a moved tag is refused).
+        data["app"]["ref"] = "main"
 
     try:
         guest = boot(boot_guest, ssh_key, tmp_path, repo, tier, edit=with_mail)
@@ -151,7 +152,6 @@ def test_a_failed_step_leaves_the_machine_locked_down_and_says_so(tier, boot_gue
         # Fixed upstream: the next boot carries first boot on to the end.
         repo.write("requirements.txt", good)
         repo.commit("requirements fixed")
-        repo.retag("v1")
         guest.reboot(timeout=400)
         assert guest.wait_first_boot(timeout=1500) == "ready", guest.ssh(f"sudo -n tail -n 60 {LOG}").stdout
         guest.wait_https(host=HOST, timeout=120)
