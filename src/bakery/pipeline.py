@@ -3,7 +3,6 @@ assemble. Every command that needs user-data goes through render_config."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional

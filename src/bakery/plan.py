@@ -19,7 +19,7 @@ from .errors import ConfigError, Problem, UsageError
 from .fsutil import TooLarge, read_small
 from .loader import Document
 from .secrets_store import SecretStore
-from .targets import HARDWARE_GROUPS, Target
+from .targets import Target
 
 
 @dataclass

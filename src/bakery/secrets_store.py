@@ -4,7 +4,6 @@ inputs always give the same output."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from pathlib import Path
