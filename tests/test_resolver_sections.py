@@ -207,6 +207,8 @@ PROBLEMS = [
      "app.insecure_transport: true"),
     ("credentials in the URL", {"app": {"repo": "https://me:ghp_secret@github.com/me/app.git"}}, "generic", "app.repo",
      "holds credentials"),
+    ("a password in an ssh URL", {"app": {"repo": "ssh://git:hunter2@git.example.com/app.git"}}, "generic",
+     "app.repo", "holds credentials"),
     ("ssid over 32 bytes", {"network": {"wifi": {"ssid": "é" * 20, "country": "GB"}}}, "raspberry-pi",
      "network.wifi.ssid", "at most 32 bytes"),
 ]

@@ -85,7 +85,10 @@ def repository_is_authenticated(ctx: Context):
     if not app:
         return
     scheme, _, rest = app["repo"].partition("://")
-    if scheme in ("http", "https") and "@" in rest.split("/", 1)[0]:
+    host_part = rest.split("/", 1)[0]
+    userinfo = host_part.rpartition("@")[0] if "@" in host_part else ""
+    # An http(s) user is a credential; an ssh user (git@) is not, its password is.
+    if (scheme in ("http", "https") and "@" in host_part) or ":" in userinfo:
         yield ("app", "repo"), ("the URL holds credentials (user:token@host), which would sit in user-data and in "
                                 "the server's .git/config; clone a private repository over SSH "
                                 "(git@host:you/app.git) with a deploy key instead")
