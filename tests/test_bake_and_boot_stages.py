@@ -46,6 +46,13 @@ def dotenv_of(user_data: bytes) -> dict:
     return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
 
 
+def shared_secrets_config(tmp_path) -> Path:
+    """The example with ``secrets: shared``: the values come from the store."""
+    config = tmp_path / "shared.yaml"
+    config.write_text(EXAMPLE.read_text() + "\nsecrets: shared\n")
+    return config
+
+
 def secret_values(path: Path) -> list[str]:
     return list((yaml.safe_load(path.read_text()) or {}).values())
 
@@ -112,11 +119,12 @@ def test_each_stage_of_each_variant_passes_shellcheck_and_schema(variant, stage,
 
 def test_image_holds_no_secret_and_no_host_name(tmp_path, workstation):
     # Secrets exist first (a full render and an instance), then the image is rendered.
-    rendered(tmp_path, workstation)
-    rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1")
+    shared = shared_secrets_config(tmp_path)
+    rendered(tmp_path, workstation, config=shared)
+    rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1", config=shared)
     store = tmp_path / "s.yaml"
     before = store.read_bytes()
-    image = rendered(tmp_path, workstation, "--stage", "image")
+    image = rendered(tmp_path, workstation, "--stage", "image", config=shared)
     assert store.read_bytes() == before  # the image stage generates no secret
     values = secret_values(store)
     assert len(values) == 4
@@ -137,7 +145,8 @@ def test_image_holds_no_secret_and_no_host_name(tmp_path, workstation):
 
 
 def test_instance_holds_the_per_server_part(tmp_path, workstation):
-    instance = rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1")
+    instance = rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1",
+                        config=shared_secrets_config(tmp_path))
     doc = yaml.safe_load(instance)
     assert doc["hostname"] == "web1" and doc["manage_etc_hosts"] is True
     assert doc["package_update"] is False and "packages" not in doc
@@ -161,19 +170,20 @@ def test_instance_holds_the_per_server_part(tmp_path, workstation):
     assert "bakery-${n#1}-$step" in doc["bootcmd"][0][2] and "database app certificate nginx verdict" in doc["bootcmd"][0][2]
     # Small: well inside the smallest provider limit, and smaller than the full user-data.
     assert len(instance) < min(t.userdata_limit for t in TARGETS.values())
-    assert len(instance) < len(rendered(tmp_path, workstation)) * 0.6
+    assert len(instance) < len(rendered(tmp_path, workstation, config=shared_secrets_config(tmp_path))) * 0.6
 
 
 def test_each_instance_has_its_own_secrets_and_renders_the_same_twice(tmp_path, workstation):
-    web1 = rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1")
-    web2 = rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web2")
-    full = rendered(tmp_path, workstation)
+    shared = shared_secrets_config(tmp_path)
+    web1 = rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1", config=shared)
+    web2 = rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web2", config=shared)
+    full = rendered(tmp_path, workstation, config=shared)
     env1, env2, env_full = dotenv_of(web1), dotenv_of(web2), dotenv_of(full)
     assert len({env1["SECRET_KEY"], env2["SECRET_KEY"], env_full["SECRET_KEY"]}) == 3
     assert len({env1["DATABASE_URL"], env2["DATABASE_URL"], env_full["DATABASE_URL"]}) == 3
-    assert rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1") == web1
+    assert rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1", config=shared) == web1
     # Without --hostname the instance is the config's host (microblog), again with its own secrets.
-    own = rendered(tmp_path, workstation, "--stage", "instance")
+    own = rendered(tmp_path, workstation, "--stage", "instance", config=shared)
     assert yaml.safe_load(own)["hostname"] == "microblog" and dotenv_of(own)["SECRET_KEY"] != env_full["SECRET_KEY"]
 
 
@@ -232,14 +242,15 @@ def test_bad_stage_options_are_usage_errors(args, message, tmp_path, workstation
 def test_packer_bakes_the_image_stage(target, tmp_path, workstation):
     from test_packer import validate, variables_for
 
-    rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1")  # secrets exist
+    shared = shared_secrets_config(tmp_path)
+    rendered(tmp_path, workstation, "--stage", "instance", "--hostname", "web1", config=shared)  # secrets exist
     folder = tmp_path / "packer"
     variables = [f"--var={k}={v}" for k, v in variables_for(target).items()]
-    result = run_bakery(["packer", "-c", EXAMPLE, "--target", target, "--secrets", tmp_path / "s.yaml", "-o", folder,
+    result = run_bakery(["packer", "-c", shared, "--target", target, "--secrets", tmp_path / "s.yaml", "-o", folder,
                          *variables], home=workstation)
     assert result.returncode == 0, result.stderr.decode()
     user_data = (folder / "user-data").read_bytes()
-    assert user_data == rendered(tmp_path, workstation, "--stage", "image", target=target)
+    assert user_data == rendered(tmp_path, workstation, "--stage", "image", target=target, config=shared)
     for value in secret_values(tmp_path / "s.yaml"):
         assert value.encode() not in user_data
     readme = (folder / "README.md").read_text()

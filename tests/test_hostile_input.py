@@ -122,7 +122,9 @@ def test_a_symlinked_secrets_file_is_written_through(tmp_path, workstation):
     store.parent.mkdir()
     link = tmp_path / "bakery.secrets.yaml"
     link.symlink_to(store)
-    result = run_bakery(["render", "-c", EXAMPLE, "--secrets", link], home=workstation)
+    config = tmp_path / "shared.yaml"
+    config.write_text(EXAMPLE.read_text() + "\nsecrets: shared\n")
+    result = run_bakery(["render", "-c", config, "--secrets", link], home=workstation)
     assert result.returncode == 0, result.stderr.decode()
     assert link.is_symlink() and "secret_key" in store.read_text()
     assert stat.S_IMODE(store.stat().st_mode) == 0o600

@@ -295,8 +295,20 @@ def test_env_references(tmp_path, workstation):
 
 # --- secrets and determinism ------------------------------------------------
 
-def test_secrets_file_is_private_and_reused(tmp_path, workstation):
+def test_secrets_are_born_on_the_server_by_default(tmp_path, workstation):
     cfg = write(tmp_path, (EXAMPLE).read_text())
+    first = render(cfg, workstation)
+    assert first.returncode == 0, stderr(first)
+    assert not (tmp_path / "bakery.secrets.yaml").exists()
+    doc = yaml.safe_load(first.stdout)
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    assert "SECRET_KEY='BAKERY_SECRET__microblog_secret_key__'" in files["/etc/bakery/microblog.env"]
+    assert "IDENTIFIED BY 'BAKERY_SECRET__microblog_database_password__'" in files["/etc/bakery/microblog-db.sql"]
+    assert render(cfg, workstation).stdout == first.stdout
+
+
+def test_secrets_file_is_private_and_reused(tmp_path, workstation):
+    cfg = write(tmp_path, (EXAMPLE).read_text() + "\nsecrets: shared\n")
     first = render(cfg, workstation)
     assert first.returncode == 0, stderr(first)
     secrets = tmp_path / "bakery.secrets.yaml"

@@ -300,3 +300,53 @@ def test_cloud_init_schema_accepts_every_stack_variant(tmp_path, variant, cloud_
     path = tmp_path / "user-data"
     path.write_text(to_yaml(assemble(plan)))
     cloud_init_schema.assert_valid(path)
+
+
+# --- secrets born on the server -------------------------------------------------
+
+def _fill_secrets_function(script: str) -> str:
+    """The first-boot script's fill_secrets, with the variables it reads."""
+    start = script.index("SECRETS_DIR=")
+    end = script.index("\n}\n", script.index("fill_secrets() {")) + 3
+    return "set -Eeuo pipefail\n" + script[start:end]
+
+
+def test_first_boot_makes_the_secrets_once_and_fills_them_in(tmp_path):
+    from dotenv import dotenv_values
+
+    from bakery.layout import paths
+
+    plan = make_plan(tmp_path)
+    assert plan.server_secrets == ["microblog_database_password", "microblog_secret_key"]
+    where = paths(plan, etc=str(tmp_path / "etc"))
+    (tmp_path / "etc").mkdir()
+    env_path, sql_path = Path(where.dotenv), Path(where.db_sql)
+
+    def deliver():
+        # What cloud-init writes: the files with their placeholders.
+        env_path.write_text(app_step.dotenv_file(plan))
+        sql_path.write_text(database.bootstrap_sql(plan))
+        env_path.chmod(0o600)
+        sql_path.chmod(0o600)
+
+    function = tmp_path / "fill.sh"
+    function.write_text(_fill_secrets_function(firstboot.first_boot_script(plan, paths=where)) + "fill_secrets\n")
+    deliver()
+    subprocess.run(["bash", str(function)], check=True)
+    env = dotenv_values(env_path)
+    made = {p.name: p.read_text() for p in (tmp_path / "etc" / "secrets").iterdir()}
+    assert set(made) == set(plan.server_secrets)
+    assert oct((tmp_path / "etc" / "secrets").stat().st_mode & 0o777) == "0o700"
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in (tmp_path / "etc" / "secrets").iterdir())
+    assert oct(env_path.stat().st_mode & 0o777) == "0o600"
+    # 256 random bits, URL- and shell-safe like the workstation's tokens.
+    assert all(len(v) == 43 and v.replace("-", "").replace("_", "").isalnum() for v in made.values())
+    assert env["SECRET_KEY"] == made["microblog_secret_key"] and len(set(made.values())) == 2
+    password = made["microblog_database_password"]
+    assert f"microblog:{password}@localhost" in env["DATABASE_URL"]
+    sql = sql_path.read_text()
+    assert "BAKERY_SECRET__" not in sql + env_path.read_text() and sql.count(f"'{password}'") == 2
+    # Delivered again (a resumed first boot, new user-data): the same values, never new ones.
+    deliver()
+    subprocess.run(["bash", str(function)], check=True)
+    assert dotenv_values(env_path) == env and sql_path.read_text() == sql

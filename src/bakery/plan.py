@@ -132,6 +132,9 @@ class Plan:
     elasticsearch: bool
     notes: list = field(default_factory=list)  # said on stderr, never in the artifact
     stage: str = "full"
+    # Names of the secrets first boot makes on the server (secrets: server);
+    # the rendered files carry server_secret_placeholder(name) for each.
+    server_secrets: list = field(default_factory=list)
 
     @property
     def shared(self) -> bool:
@@ -168,7 +171,9 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
     notes: list[str] = []
     admin = _admin(doc, cfg, home, problems, notes)
     host = cfg["host"]
-    hostname, secret = _server_identity(stage, hostname, host.get("hostname"), secrets)
+    server_secrets: list[str] = []
+    hostname, secret = _server_identity(stage, hostname, host.get("hostname"), secrets,
+                                        server_secrets if cfg["secrets"] == "server" else None)
     fqdn = f"{hostname}.{host['domain']}" if hostname and "domain" in host else None
     app = database = web = None
     if "app" in cfg:
@@ -192,7 +197,7 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         apt_proxy=network.get("apt_proxy"), retry_seconds=60 * network["retry_minutes"],
         pip_index_url=network.get("pip_index_url"), ca_certs=ca_certs, wifi=_wifi(network.get("wifi")),
         database=database, app=app, web=web, mail=mail, elasticsearch=cfg["search"]["elasticsearch"],
-        notes=notes, stage=stage,
+        notes=notes, stage=stage, server_secrets=server_secrets,
     )
 
 
@@ -321,22 +326,40 @@ def _mail(doc: Document, cfg: dict, hostname, fqdn, problems: list) -> Mail:
                 dkim_public_key=_dkim_public_key(doc, section.get("dkim_public_key"), problems))
 
 
-def _server_identity(stage: str, override: Optional[str], configured: Optional[str], secrets: SecretStore):
+def server_secret_placeholder(name: str) -> str:
+    """What the rendered files carry where a secret born on the server goes:
+    letters, digits and underscores only, so every quoting (.env, SQL, URL)
+    leaves it as it is and first boot finds it again."""
+    return f"BAKERY_SECRET__{name}__"
+
+
+def _server_identity(stage: str, override: Optional[str], configured: Optional[str], secrets: SecretStore,
+                     born_on_server: Optional[list]):
     """The host name for ``stage`` and how its secrets are looked up.
 
     The image stage has neither: whatever it holds is shared by every server
     started from the image, so it gets no host name and no secret (the values
-    stay empty and no step of that stage writes them). A server named with
-    --hostname, and every instance render, keeps its secrets under its own
-    name in the store (``web1/app.secret_key``), so two servers never share
-    them and rendering the same server again gives the same output. The
-    command line has checked ``stage`` and ``override`` (stages.py)."""
+    stay empty and no step of that stage writes them). With ``secrets:
+    server`` (``born_on_server`` is a list) a secret is a placeholder, and its
+    name is added to the list: first boot makes the value. With ``secrets:
+    shared`` it comes from the store; a server named with --hostname, and
+    every instance render, keeps its secrets under its own name there
+    (``web1/app.secret_key``), so two servers never share them and rendering
+    the same server again gives the same output. The command line has
+    checked ``stage`` and ``override`` (stages.py)."""
     if stage == "image":
         return None, lambda key: ""
     hostname = override or configured
     if stage == "instance" and not hostname:
         raise UsageError("--stage instance needs the server's host name: pass --hostname NAME (e.g. --hostname web1), "
                          "one per server started from the image, or set host.hostname")
+    if born_on_server is not None:
+        def placeholder(key: str) -> str:
+            name = re.sub(r"[^A-Za-z0-9_]", "_", key)
+            if name not in born_on_server:
+                born_on_server.append(name)
+            return server_secret_placeholder(name)
+        return hostname, placeholder
     if override is not None or stage == "instance":
         return hostname, lambda key: secrets.get(f"{hostname}/{key}")
     return hostname, secrets.get

@@ -14,6 +14,8 @@ Each platform gets its own git repository.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import re
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
@@ -325,6 +327,19 @@ def test_supervisor_restarts_killed_gunicorn(server):
 def test_env_file_is_private_to_the_app_user(server):
     mode_owner = server.ssh(f"sudo -n stat -c '%a %U' {ENV_FILE}").stdout.split()
     assert mode_owner == ["600", scenario.ADMIN]
+
+
+def test_secrets_are_born_on_the_server_and_not_in_its_user_data(server):
+    env = server.ssh(f"sudo -n cat {ENV_FILE}").stdout
+    assert "BAKERY_SECRET__" not in env
+    key = re.search(r"^SECRET_KEY='([A-Za-z0-9_-]{43})'$", env, re.M).group(1)
+    password = unquote(urlsplit(database_url(server)).password)
+    made = server.ssh("sudo -n sh -c 'stat -c \"%a %U\" /etc/bakery/secrets; cat /etc/bakery/secrets/*'").stdout.split()
+    assert made[:2] == ["700", "root"] and sorted(made[2:]) == sorted([key, password])
+    raw = base64.b64decode(server.ssh("sudo -n base64 -w 0 /var/lib/cloud/instance/user-data.txt").stdout)
+    user_data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    assert b"BAKERY_SECRET__microblog_secret_key__" in user_data
+    assert key.encode() not in user_data and password.encode() not in user_data
 
 
 def test_database_user_logs_in_locally_with_env_password(server):
