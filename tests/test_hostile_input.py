@@ -32,9 +32,9 @@ def write(tmp_path, text: str):
     ("admin:\n  name: alice\npackages: [openssh-server-]\n", "packages[0]", "makes apt remove openssh-server"),
     ("admin:\n  name: alice\n  ssh_import_id:\n    - |\n      gh:alice\n", "admin.ssh_import_id[0]", "is not a valid"),
     # Paths that would hand / or /tmp to the app user, or serve /etc.
-    (APP + "database:\n  engine: sqlite\n  path: ../../../app.db\n", "database.path", "must be inside the app's folder"),
-    (APP + "database:\n  engine: sqlite\n  path: /tmp/app.db\n", "database.path", "must be inside the app's folder"),
-    (APP + "database:\n  engine: sqlite\n  path: /var/lib/mysql/app.db\n", "database.path", "in /var/lib/app/"),
+    (APP + "database:\n  engine: sqlite\n  path: ../../../app.db\n", "database.path", "must be in the app's data folder"),
+    (APP + "database:\n  engine: sqlite\n  path: /tmp/app.db\n", "database.path", "must be in the app's data folder"),
+    (APP + "database:\n  engine: sqlite\n  path: /var/lib/mysql/app.db\n", "database.path", "folder /var/lib/app/"),
     (APP + "  static: app/../../../../etc\n", "app.static", "must be a folder inside the app's checkout"),
     (APP + "  static: app/..\n", "app.static", "must be a folder inside the app's checkout"),
     # Code the server would run, from a source nobody authenticated.

@@ -129,7 +129,7 @@ for group in opts.process_group_configs:
     for p in group.process_configs:
         out[p.name] = dict(command=p.command, directory=p.directory, uid=p.uid, autostart=p.autostart,
                            autorestart=str(p.autorestart), stopasgroup=p.stopasgroup, killasgroup=p.killasgroup,
-                           stdout=p.stdout_logfile, stderr=p.stderr_logfile, environment=p.environment)
+                           stdout=p.stdout_logfile, stderr=p.stderr_logfile, environment=p.environment, umask=p.umask)
 print(json.dumps(out))
 """
 
@@ -141,7 +141,7 @@ def test_supervisor_program_parses_with_supervisors_own_parser(tmp_path):
 
     plan = make_plan(tmp_path, app=dict(MICROBLOG_APP, workers=4))
     # A user that exists here, so supervisor resolves it like on the server.
-    plan.app.user = pwd.getpwuid(0).pw_name
+    plan.app.run_user = pwd.getpwuid(0).pw_name
     logs = tmp_path / "logs"
     logs.mkdir()  # supervisor refuses log files in a folder that does not exist
     program = tmp_path / "conf.d" / "microblog.conf"
@@ -153,13 +153,13 @@ def test_supervisor_program_parses_with_supervisors_own_parser(tmp_path):
     result = subprocess.run(["/usr/bin/python3", "-c", SUPERVISOR_PARSE, str(main)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     conf = json.loads(result.stdout)["microblog"]
-    assert conf["command"] == "/home/ubuntu/microblog/venv/bin/gunicorn -b 127.0.0.1:8000 -w 4 microblog:app"
-    assert conf["directory"] == "/home/ubuntu/microblog"
-    assert conf["uid"] == 0
+    assert conf["command"] == "/home/microblog/microblog/venv/bin/gunicorn -b 127.0.0.1:8000 -w 4 microblog:app"
+    assert conf["directory"] == "/home/microblog/microblog"
+    assert conf["uid"] == 0 and conf["umask"] == 0o007
     assert conf["autostart"] is True and "RestartUnconditionally" in conf["autorestart"]
     assert conf["stopasgroup"] is True and conf["killasgroup"] is True
     assert conf["stdout"] == f"{logs}/microblog.log" and conf["stderr"] == f"{logs}/microblog-error.log"
-    assert conf["environment"] == {"HOME": "/home/ubuntu", "USER": "root"}
+    assert conf["environment"] == {"HOME": "/var/lib/microblog", "USER": "root"}
 
 
 def test_sshd_accepts_the_dropin(tmp_path):
@@ -246,11 +246,12 @@ def test_app_commands_reach_bash_c_as_one_exact_word(base_plan, setup, migrate):
     # The script's app_run calls (quoted words may span lines), with app_run
     # printing its arguments instead of running them.
     calls = script[script.index("\napp_run ") + 1:script.index("\nsupervisorctl reread")]
-    probe = "app_run() { printf '%s\\0' \"$#\" \"$1\"; }\n" + calls + "\n"
+    probe = "app_run() { printf '%s\\0' \"$#\" \"$1\" \"$2\"; }\n" + calls + "\n"
     out = subprocess.run(["bash", "-c", probe], capture_output=True, check=True).stdout.split(b"\0")[:-1]
     expected = []
-    for cmd in list(migrate) + list(setup):
-        expected += [b"1", cmd.encode()]
+    # Migrations as the user the app runs as, setup commands as the code's owner.
+    for who, cmd in [("as_run", c) for c in migrate] + [("as_app", c) for c in setup]:
+        expected += [b"2", who.encode(), cmd.encode()]
     assert out == expected
 
 

@@ -91,8 +91,11 @@ class Server:
         app = plan.app
         app.repo = str(self.origin)
         # The test runs as root: the "app user" is root, so the script runs
-        # its app steps directly instead of through runuser.
-        app.user = pwd.getpwuid(os.geteuid()).pw_name
+        # its app steps directly instead of through runuser; so is the user
+        # the app runs as (test_the_app_runs_as_a_user_that_cannot_change_its_code
+        # has real ones).
+        app.user = app.run_user = pwd.getpwuid(os.geteuid()).pw_name
+        app.data_dir = str(self.root / "data")
         app.home = str(self.root / "home")
         app.dir = f"{app.home}/fixture"
         app.venv = f"{app.dir}/venv"
@@ -153,7 +156,7 @@ def test_install_update_and_a_broken_commit(server):
     assert (Path(server.app.venv) / "lib").is_dir() and "fixture_extra" in subprocess.run(
         [f"{server.app.venv}/bin/pip", "list", "--format=freeze"], capture_output=True, text=True).stdout.replace("-", "_")
     env_file = app_dir / ".env"
-    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o640"
     assert "SECRET_KEY=" in env_file.read_text()
     assert (app_dir / "migrate.log").read_text() == "1.0\n"
     assert (app_dir / "setup.log").read_text() == "wsgi.py\n"
@@ -270,16 +273,21 @@ def test_a_pinned_commit_is_the_only_one_deployed(server):
 # --- root never acts through a path the app user controls ---------------------
 
 @pytest.fixture
-def app_user(tmp_path):
-    """A real unprivileged user whose home is inside tmp_path."""
+def make_user(tmp_path):
+    """make_user(suffix, *groups): a real unprivileged user whose home is
+    inside tmp_path; removed afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create a user")
     require_tool("useradd")
-    name = f"bakery-t{os.getpid() % 100000}"
-    home = tmp_path / "home" / name
-    subprocess.run(["useradd", "--system", "--user-group", "--home-dir", str(home), "--shell", "/bin/sh", name],
-                   check=True)
-    try:
+    made = []
+
+    def make(suffix: str, *groups: str):
+        name = f"bakery-t{os.getpid() % 100000}{suffix}"
+        home = tmp_path / "home" / name
+        extra = ["--groups", ",".join(groups)] if groups else []
+        subprocess.run(["useradd", "--system", "--user-group", "--home-dir", str(home), "--shell", "/bin/sh", *extra,
+                        name], check=True)
+        made.append(name)
         # Every folder above the home must be traversable for the user.
         for folder in [tmp_path, *tmp_path.parents]:
             folder.chmod(folder.stat().st_mode | 0o111)
@@ -287,9 +295,21 @@ def app_user(tmp_path):
         (tmp_path / "home").chmod(0o755)
         user = pwd.getpwnam(name)
         os.chown(home, user.pw_uid, user.pw_gid)
-        yield user
+        home.chmod(0o750)
+        return user
+
+    try:
+        yield make
     finally:
-        subprocess.run(["userdel", name], check=False)
+        for name in made:
+            subprocess.run(["userdel", name], check=False, capture_output=True)
+        for name in made:
+            subprocess.run(["groupdel", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def app_user(make_user):
+    return make_user("")
 
 
 def owned_by_root_unchanged(path: Path, text=None) -> bool:
@@ -306,6 +326,7 @@ def test_symlinks_the_app_user_plants_never_lead_root_outside(tmp_path, app_user
     app = server.app
     app.user, app.home = app_user.pw_name, app_user.pw_dir
     app.dir, app.venv = f"{app.home}/fixture", f"{app.home}/fixture/venv"
+    app.run_user = app_user.pw_name
     server.plan.database.engine, server.plan.database.path = "sqlite", f"{app.dir}/data/fixture.db"
     commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
     git(server.origin, "tag", "v1")
@@ -326,7 +347,7 @@ def test_symlinks_the_app_user_plants_never_lead_root_outside(tmp_path, app_user
     first = server.update()
     assert first.returncode == 0, first.stdout + first.stderr
     checkout = Path(app.dir)
-    assert os.stat(checkout / ".env").st_uid == uid and oct(os.stat(checkout / ".env").st_mode & 0o777) == "0o600"
+    assert os.stat(checkout / ".env").st_uid == uid and oct(os.stat(checkout / ".env").st_mode & 0o777) == "0o640"
     for link in (checkout / ".env", checkout / "data"):
         if link.is_dir() and not link.is_symlink():
             os.rmdir(link)
@@ -354,3 +375,59 @@ def test_symlinks_the_app_user_plants_never_lead_root_outside(tmp_path, app_user
     subprocess.run(["bash", "-euo", "pipefail", "-c", f"APP_USER={app.user}\n{function}install_profile\n"],
                    capture_output=True)
     assert owned_by_root_unchanged(victim_file, "precious\n")
+
+
+def test_the_app_runs_as_a_user_that_cannot_change_its_code(tmp_path, make_user):
+    """Two real users as on the server: the code's owner (app.user) and the
+    one gunicorn and the migrations run as (<app>-web), each in the other's
+    group, as the users step makes them."""
+    owner = make_user("o")
+    runner = make_user("r", owner.pw_name)
+    stranger = make_user("x")
+    subprocess.run(["usermod", "-aG", runner.pw_name, owner.pw_name], check=True)
+    server = Server(tmp_path)
+    app = server.app
+    app.user, app.home, app.run_user = owner.pw_name, owner.pw_dir, runner.pw_name
+    app.dir, app.venv = f"{app.home}/fixture", f"{app.home}/fixture/venv"
+    data = Path(app.data_dir)
+    server.plan.database.engine, server.plan.database.path = "sqlite", f"{data}/fixture.db"
+    app.migrate = [f"id -un > {data}/migrate.who && python -c \"import sqlite3; c = sqlite3.connect('{data}/fixture.db'); "
+                   "c.execute('CREATE TABLE IF NOT EXISTS t (x)'); c.commit()\""]
+    app.setup = ["id -un > setup.who"]
+    commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    subprocess.run(["chown", "-R", f"{owner.pw_uid}:{owner.pw_gid}", str(server.origin), str(server.wheels)], check=True)
+    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    result = server.update()
+    assert result.returncode == 0, result.stdout + result.stderr
+    checkout = Path(app.dir)
+
+    def can(user, command: str) -> bool:
+        return subprocess.run(["runuser", "-u", user.pw_name, "--", "sh", "-c", command], capture_output=True).returncode == 0
+
+    # Setup commands ran as the owner, migrations as the running user.
+    assert (checkout / "setup.who").read_text().strip() == owner.pw_name
+    assert (data / "migrate.who").read_text().strip() == runner.pw_name
+    # The running user reads its code and .env, and changes neither the code nor the venv.
+    assert can(runner, f"cat {checkout}/.env >/dev/null && cat {checkout}/wsgi.py >/dev/null")
+    for target in (f"{checkout}/wsgi.py", f"{app.venv}/bin/python", f"{app.venv}/pyvenv.cfg"):
+        assert not can(runner, f": >> {target}"), target
+    for folder in (checkout, Path(app.venv), Path(app.venv) / "bin", next(Path(app.venv, "lib").glob("python3*/site-packages"))):
+        assert not can(runner, f"touch {folder}/planted"), folder
+    assert not can(runner, f"mv {checkout} {checkout}.moved")
+    # .env: the owner's, readable by the running user's group only.
+    env = os.stat(checkout / ".env")
+    assert (env.st_uid, env.st_gid, oct(env.st_mode & 0o777)) == (owner.pw_uid, runner.pw_gid, "0o640")
+    assert not can(stranger, f"cat {checkout}/.env")
+    # The data folder: the running user's, setgid; the owner reads the database, the running user writes it.
+    st = os.stat(data)
+    assert (st.st_uid, oct(st.st_mode & 0o7777)) == (runner.pw_uid, "0o2770")
+    assert can(runner, f"touch {data}/upload")
+    assert can(runner, f"python3 -c \"import sqlite3; c = sqlite3.connect('{data}/fixture.db'); "
+                       "c.execute('INSERT INTO t VALUES (1)'); c.commit()\"")
+    assert can(owner, f"python3 -c \"import sqlite3; sqlite3.connect('file:{data}/fixture.db?mode=ro', uri=True)"
+                      ".execute('SELECT x FROM t').fetchall()\"")
+    assert not can(stranger, f"ls {data}")
+    # And gunicorn is started as that user, with the umask that keeps this so.
+    program = app_step.supervisor_program(server.plan)
+    assert f"user={runner.pw_name}\n" in program and "umask=007\n" in program

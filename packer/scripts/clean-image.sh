@@ -16,6 +16,8 @@ fi
 cloud-init clean --logs
 
 rm -f /etc/ssh/ssh_host_*
+# Secrets are born on each server (secrets: server); an image never carries any.
+rm -rf /etc/bakery/secrets
 
 # An empty machine-id (not a missing one) makes systemd generate a new id on the
 # next boot without treating it as a first boot of an unprovisioned system.

@@ -73,8 +73,12 @@ def sections_need_app(ctx: Context):
 
 def app_runs_unprivileged(ctx: Context):
     if ctx.given("app", "user") and ctx.cfg["app"]["user"] == "root":
-        yield ("app", "user"), ("the app must not run as root; leave app.user out to use the admin user, "
-                                "or name an unprivileged user")
+        yield ("app", "user"), ("the app's code must not belong to root; leave app.user out to have an "
+                                "unprivileged user named after the app, or name one")
+    app = ctx.cfg.get("app")
+    if app and ctx.given("app", "user") and app["user"] == layout.run_user(app["name"]):
+        yield ("app", "user"), (f"{app['user']} is the user the app runs as, which must not own its code: "
+                                "choose another name, or leave app.user out")
 
 
 def repository_is_authenticated(ctx: Context):
@@ -123,11 +127,11 @@ def app_paths_stay_inside(ctx: Context):
         if path is None:
             yield ("app", "static"), (f"the static folder must be a folder inside the app's checkout "
                                       f"({app['static']!r} is {_normal(checkout, app['static'])}): e.g. app/static")
-    if ctx.cfg["database"]["engine"] == "sqlite" and sqlite_path(checkout, app["name"], ctx.cfg["database"]["path"]) is None:
-        rel = ctx.cfg["database"]["path"]
-        yield ("database", "path"), (f"the SQLite file must be inside the app's folder {checkout} or in "
-                                     f"{layout.app_state_dir(app['name'])}/ ({rel!r} is {_normal(checkout, rel)}): "
-                                     f"use a path such as data/{app['name']}.db")
+    if ctx.cfg["database"]["engine"] == "sqlite" and sqlite_path(app["name"], ctx.cfg["database"]["path"]) is None:
+        rel, data = ctx.cfg["database"]["path"], layout.app_state_dir(app["name"])
+        yield ("database", "path"), (f"the SQLite file must be in the app's data folder {data}/, the only one the "
+                                     f"app may write ({rel!r} is {_normal(data, rel)}): use a path such as "
+                                     f"{app['name']}.db")
 
 
 def mysql_collation(ctx: Context):
@@ -198,13 +202,14 @@ def static_dir(checkout: str, static: str) -> Optional[str]:
     return path if path.startswith(checkout + "/") else None
 
 
-def sqlite_path(checkout: str, app: str, rel: str) -> Optional[str]:
-    """The SQLite file on the server, or None when it is outside the app's
-    checkout and its /var/lib folder (the update command makes the file's
-    folder the app user's)."""
-    path = _normal(checkout, rel)
-    inside = path.startswith(checkout + "/") or path.startswith(layout.app_state_dir(app) + "/")
-    return path if inside else None
+def sqlite_path(app: str, rel: str) -> Optional[str]:
+    """The SQLite file on the server (``rel`` is relative to the app's data
+    folder in /var/lib), or None when it is outside that folder: the app can
+    write nowhere else, and the update command makes the file's folder the
+    app's."""
+    data = layout.app_state_dir(app)
+    path = _normal(data, rel)
+    return path if path.startswith(data + "/") else None
 
 
 def ufw_rule_problem(value) -> Optional[str]:

@@ -42,14 +42,14 @@ def _derive(cfg: dict) -> None:
     if not isinstance(app, dict) or not isinstance(app.get("repo"), str):
         return
     name = app.setdefault("name", app_name_from_repo(app["repo"]))
-    app.setdefault("user", cfg["admin"]["name"])
+    app.setdefault("user", name)
     app.setdefault("module", f"{name.replace('-', '_')}:app")
     ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
     database = cfg["database"]
     database.setdefault("name", ident[:64])
     # MySQL's user names are at most 32 characters (PostgreSQL's 63).
     database.setdefault("user", ident[:32])
-    database.setdefault("path", f"{name}.db")
+    database.setdefault("path", f"{name}.db")  # in the app's data folder, /var/lib/<app>
 
 
 def _fill(node: dict, schema: dict, prefix: str, target: Target) -> None:

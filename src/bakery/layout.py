@@ -28,8 +28,15 @@ def venv(checkout: str) -> str:
 
 
 def app_state_dir(app: str) -> str:
-    """The app's own folder outside its checkout (e.g. for a SQLite file)."""
+    """The app's data folder (its SQLite file, what it uploads): the only one
+    the app itself may write, and the home of the user it runs as."""
     return f"/var/lib/{app}"
+
+
+def run_user(app: str) -> str:
+    """The user gunicorn and the migrations run as: not the code's owner, so
+    the app cannot change its own code or venv. (User names: 32 characters.)"""
+    return f"{app[:28]}-web"
 
 
 def certificate(app: str) -> tuple[str, str]:

@@ -57,9 +57,11 @@ class App:
     repo: str
     ref: str
     commit: Optional[str]  # the full commit id ref must resolve to, or None
-    user: str
+    user: str  # owns the code and venv; runs git, pip and the setup commands
     user_is_admin: bool
     home: str
+    run_user: str  # runs gunicorn and the migrations: reads the code, writes only data_dir
+    data_dir: str  # /var/lib/<app>, run_user's home
     dir: str  # checkout
     venv: str
     module: str
@@ -177,8 +179,7 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
     fqdn = f"{hostname}.{host['domain']}" if hostname and "domain" in host else None
     app = database = web = None
     if "app" in cfg:
-        checkout = layout.app_dir(cfg["app"]["user"], cfg["app"]["name"])
-        database = _database(cfg, checkout, secret)
+        database = _database(cfg, secret)
         app = _app(cfg, target, memory, database, secret)
         web = _web(cfg, fqdn)
     ca_certs = _ca_certs(doc, cfg, problems)
@@ -201,11 +202,11 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
     )
 
 
-def _database(cfg: dict, checkout: str, secret) -> Database:
+def _database(cfg: dict, secret) -> Database:
     section, name = cfg["database"], cfg["app"]["name"]
     engine, user, db_name, charset = section["engine"], section["user"], section["name"], section["charset"]
     password = secret(f"{name}.database_password") if engine in ("mysql", "postgresql") else ""
-    path = checks.sqlite_path(checkout, name, section["path"]) if engine == "sqlite" else None
+    path = checks.sqlite_path(name, section["path"]) if engine == "sqlite" else None
     url = {
         "sqlite": f"sqlite:///{path}",
         "mysql": f"mysql+pymysql://{user}:{quote(password, safe='')}@localhost:3306/{db_name}?charset={charset}",
@@ -224,7 +225,8 @@ def _app(cfg: dict, target: Target, memory: int, database: Database, secret) -> 
     port = section["port"]
     return App(
         name=name, repo=section["repo"], ref=section["ref"], commit=section.get("commit"), user=user, user_is_admin=user == cfg["admin"]["name"],
-        home=layout.home(user), dir=checkout, venv=layout.venv(checkout), module=section["module"],
+        home=layout.home(user), run_user=layout.run_user(name), data_dir=layout.app_state_dir(name),
+        dir=checkout, venv=layout.venv(checkout), module=section["module"],
         requirements=section["requirements"], pip_packages=_pip_packages(section["pip_packages"], database),
         environment={k: _text(v) for k, v in section["environment"].items()},
         dotenv=_dotenv(cfg, database, secret), setup=list(section["setup"]), migrate=list(section["migrate"]),

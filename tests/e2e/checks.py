@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import time
 
@@ -99,3 +100,32 @@ def assert_supervisor_restarts_killed_gunicorn(server, program: str, port: int, 
         server.ssh(f"sudo -n ss -Hltnp 'sport = :{port}'; ps -ef | grep [g]unicorn", check=False).stdout
     assert wait_for(page_ok, timeout=30)
     return round(time.monotonic() - started, 1)
+
+
+def assert_app_process_is_isolated(server, program: str, app_dir: str) -> None:
+    """The processes that serve HTTP: not root, not the code's owner, not in
+    sudo; they cannot change their code or venv, nor read /etc/bakery."""
+    master = gunicorn_master(server, program)
+    workers = server.ssh(f"pgrep -P {master}", check=False).stdout.split()
+    assert master and workers, (master, workers)
+    users = set(server.ssh(f"ps -o user:32= -p {','.join([str(master), *workers])}").stdout.split())
+    assert users == {f"{program}-web"}, users
+    user = users.pop()
+    owner = server.ssh(f"stat -c %U {app_dir}").stdout.strip()
+    assert owner == program and owner != user
+    groups = set(server.ssh(f"id -nG {user}").stdout.split())
+    assert not groups & {"sudo", "adm", "wheel", "root"}, groups
+    sudo = server.ssh(f"sudo -n -l -U {user}").stdout
+    assert "not allowed to run sudo" in sudo, sudo
+
+    def as_app(command: str) -> int:
+        return server.ssh(f"sudo -n -u {user} sh -c {shlex.quote(command)}", check=False).returncode
+
+    assert as_app(f"cat {app_dir}/.env > /dev/null") == 0  # it reads its settings ...
+    for path in (f"{app_dir}/{program}.py", f"{app_dir}/venv/bin/python", f"{app_dir}/venv/pyvenv.cfg"):
+        assert as_app(f": >> {path}") != 0, path  # ... but changes no code
+    for folder in (app_dir, f"{app_dir}/venv", f"{app_dir}/venv/bin", f"{app_dir}/.git"):
+        assert as_app(f"touch {folder}/planted") != 0, folder
+    for path in ("/etc/bakery", f"/etc/bakery/{program}.env", "/etc/bakery/secrets"):
+        assert as_app(f"ls {path} || cat {path}") != 0, path
+    assert as_app(f"touch /var/lib/{program}/written && rm /var/lib/{program}/written") == 0  # its data folder

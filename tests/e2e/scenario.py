@@ -23,7 +23,8 @@ HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 ADMIN = "admin"
 APP = "fixture"
 DOMAIN = "fixture.example.test"
-APP_DIR = f"/home/{ADMIN}/{APP}"
+# The app's own user (named after it) owns the code; it runs as APP-web.
+APP_DIR = f"/home/{APP}/{APP}"
 APP_PORT = 8000  # bakery's default: gunicorn on 127.0.0.1, behind nginx
 EXTRA_PORTS = "60000:60010/udp"  # firewall.allow in the main scenario
 MAIN_RULES = {"22/tcp", "80/tcp", "443/tcp", EXTRA_PORTS}
@@ -31,7 +32,8 @@ MAIN_RULES = {"22/tcp", "80/tcp", "443/tcp", EXTRA_PORTS}
 PI_TARGET = "raspberry-pi"
 PI_ADMIN = "pi"
 PI_APP_PORT = 8000
-PI_APP_DIR = f"/home/{PI_ADMIN}/{APP}"
+PI_APP_DIR = APP_DIR
+DATA_DIR = f"/var/lib/{APP}"
 
 
 def host_ca_certs() -> list[str]:

@@ -324,9 +324,13 @@ def test_supervisor_restarts_killed_gunicorn(server):
 
 # --- 7: database and secrets -----------------------------------------------------
 
-def test_env_file_is_private_to_the_app_user(server):
-    mode_owner = server.ssh(f"sudo -n stat -c '%a %U' {ENV_FILE}").stdout.split()
-    assert mode_owner == ["600", scenario.ADMIN]
+def test_env_file_is_private_to_the_app(server):
+    mode_owner = server.ssh(f"sudo -n stat -c '%a %U %G' {ENV_FILE}").stdout.split()
+    assert mode_owner == ["640", APP, f"{APP}-web"]
+
+
+def test_the_process_serving_http_cannot_change_its_code_or_reach_root(server):
+    checks.assert_app_process_is_isolated(server, APP, scenario.APP_DIR)
 
 
 def test_secrets_are_born_on_the_server_and_not_in_its_user_data(server):

@@ -121,15 +121,22 @@ def test_no_nginx_and_no_database_server(server):
 
 def test_database_is_the_sqlite_file_from_env(server):
     path = database_path(server)
-    assert path == f"{scenario.PI_APP_DIR}/{APP}.db"
-    rows = server.ssh(f"sqlite3 {path} 'SELECT text FROM greeting'").stdout
+    assert path == f"{scenario.DATA_DIR}/{APP}.db"
+    rows = server.ssh(f"sudo -n sqlite3 {path} 'SELECT text FROM greeting'").stdout
     assert rows.strip() == "hello from the database"
-    assert server.ssh(f"stat -c %U {path}").stdout.strip() == ADMIN
+    # The app's, which writes it; its migrations made it.
+    assert server.ssh(f"sudo -n stat -c %U {path}").stdout.strip() == f"{APP}-web"
 
 
-def test_env_file_is_private_to_the_app_user(server):
-    mode_owner = server.ssh(f"sudo -n stat -c '%a %U' {ENV_FILE}").stdout.split()
-    assert mode_owner == ["600", ADMIN]
+def test_env_file_is_private_to_the_app(server):
+    mode_owner = server.ssh(f"sudo -n stat -c '%a %U %G' {ENV_FILE}").stdout.split()
+    assert mode_owner == ["640", APP, f"{APP}-web"]
+
+
+def test_the_app_cannot_change_its_code_and_drives_the_hardware(server):
+    checks.assert_app_process_is_isolated(server, APP, scenario.PI_APP_DIR)
+    groups = set(server.ssh(f"id -nG {APP}-web").stdout.split())
+    assert {"gpio", "i2c", "spi", "dialout"} <= groups, groups
 
 
 def test_gunicorn_runs_exactly_one_worker(server):
