@@ -351,3 +351,28 @@ def test_first_boot_makes_the_secrets_once_and_fills_them_in(tmp_path):
     deliver()
     subprocess.run(["bash", str(function)], check=True)
     assert dotenv_values(env_path) == env and sql_path.read_text() == sql
+
+
+def test_certbot_asks_the_configured_acme_directory(tmp_path):
+    require_tool("certbot")
+    import shlex
+
+    default = variant_plan(tmp_path, "postgresql-letsencrypt")
+    assert "--server https://acme-v02.api.letsencrypt.org/directory " in web.letsencrypt_files(default)[0]["content"]
+    # A directory nothing serves: certbot parses the rendered command line and
+    # asks that directory, and only it, for its certificate.
+    directory = "https://127.0.0.1:9/bakery-test/directory"
+    plan = make_plan(tmp_path, web={"tls": "letsencrypt", "domain": "blog.example.com", "email": "ops@example.com",
+                                    "acme_server": directory})
+    script = web.letsencrypt_files(plan)[0]["content"]
+    words = shlex.split(script[script.index("certbot certonly"):script.index("\nln ")].replace("\\\n", " "))
+    assert words[words.index("--server") + 1] == directory
+    from bakery.layout import WEBROOT
+
+    (tmp_path / "webroot").mkdir()
+    words = [str(tmp_path / "webroot") if word == WEBROOT else word for word in words]
+    dirs = [f"--{name}-dir={tmp_path / name}" for name in ("config", "work", "logs")]
+    result = subprocess.run([words[0], *dirs, *words[1:]], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Requesting 127.0.0.1/bakery" in result.stderr and "Connection refused" in result.stderr, result.stderr
+    assert f"Sending GET request to {directory}" in (tmp_path / "logs" / "letsencrypt.log").read_text()

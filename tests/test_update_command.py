@@ -295,7 +295,7 @@ def make_user(tmp_path):
         (tmp_path / "home").chmod(0o755)
         user = pwd.getpwnam(name)
         os.chown(home, user.pw_uid, user.pw_gid)
-        home.chmod(0o750)
+        home.chmod(0o700)  # as Debian 13 makes them
         return user
 
     try:

@@ -148,6 +148,9 @@ def tls_has_what_it_needs(ctx: Context):
     if not web["nginx"] and ctx.given("web", "tls") and web["tls"] != "none":
         yield ("web", "tls"), (f"tls: {web['tls']} needs nginx, and web.nginx is false: gunicorn would serve plain "
                                "HTTP on every address; turn nginx on, or set tls: none")
+    if ctx.given("web", "acme_server") and not (web["nginx"] and web["tls"] == "letsencrypt"):
+        yield ("web", "acme_server"), ("an ACME directory is used only with tls: letsencrypt (and nginx); "
+                                       "set web.tls: letsencrypt, or remove web.acme_server")
     if web["nginx"] and web["tls"] == "letsencrypt":
         if not (web.get("domain") or ctx.cfg["host"].get("domain")):
             yield ("web", "tls"), ("letsencrypt needs a domain name; set web.domain (or host.domain) to a name "

@@ -84,6 +84,7 @@ class Web:
     server_name: str
     tls: str  # self-signed | letsencrypt | none
     email: Optional[str]
+    acme_server: str  # the ACME directory URL certbot uses
     cert_days: int
     cert_key: str  # ecdsa | rsa
     cert_bits: int  # with rsa
@@ -269,7 +270,7 @@ def _web(cfg: dict, fqdn: Optional[str]) -> Web:
     nginx = section["nginx"]
     cert_file, key_file = layout.certificate(name)
     return Web(nginx=nginx, server_name=section.get("domain") or fqdn or cfg["host"].get("domain") or "_",
-               tls=section["tls"] if nginx else "none", email=section.get("email"),
+               tls=section["tls"] if nginx else "none", email=section.get("email"), acme_server=section["acme_server"],
                cert_days=section["cert_days"], cert_key=section["cert_key"], cert_bits=section["cert_bits"],
                cert_file=cert_file,
                key_file=key_file, name_from_host="domain" not in section and "domain" in cfg["host"])

@@ -111,7 +111,7 @@ def assert_app_process_is_isolated(server, program: str, app_dir: str) -> None:
     users = set(server.ssh(f"ps -o user:32= -p {','.join([str(master), *workers])}").stdout.split())
     assert users == {f"{program}-web"}, users
     user = users.pop()
-    owner = server.ssh(f"stat -c %U {app_dir}").stdout.strip()
+    owner = server.ssh(f"sudo -n stat -c %U {app_dir}").stdout.strip()
     assert owner == program and owner != user
     groups = set(server.ssh(f"id -nG {user}").stdout.split())
     assert not groups & {"sudo", "adm", "wheel", "root"}, groups

@@ -57,7 +57,7 @@ def server(tier, boot_guest, ssh_key, repo, tmp_path_factory):
     vm = boot_guest(seed, scenario.ADMIN, tier=tier)
     try:
         vm.wait_ssh(timeout=400)
-        assert vm.wait_first_boot(timeout=1500) == "ready"
+        assert vm.wait_first_boot(timeout=1500) == "ready", vm.ssh("sudo -n tail -n 60 /var/log/bakery/first-boot.log").stdout
         vm.wait_https(host=HOST, timeout=120)
     except GuestError:
         vm.dump_logs()
@@ -338,7 +338,7 @@ def test_secrets_are_born_on_the_server_and_not_in_its_user_data(server):
     assert "BAKERY_SECRET__" not in env
     key = re.search(r"^SECRET_KEY='([A-Za-z0-9_-]{43})'$", env, re.M).group(1)
     password = unquote(urlsplit(database_url(server)).password)
-    made = server.ssh("sudo -n sh -c 'stat -c \"%a %U\" /etc/bakery/secrets; cat /etc/bakery/secrets/*'").stdout.split()
+    made = server.ssh("sudo -n sh -c 'stat -c \"%a %U\" /etc/bakery/secrets; for f in /etc/bakery/secrets/*; do cat \"$f\"; echo; done'").stdout.split()
     assert made[:2] == ["700", "root"] and sorted(made[2:]) == sorted([key, password])
     raw = base64.b64decode(server.ssh("sudo -n base64 -w 0 /var/lib/cloud/instance/user-data.txt").stdout)
     user_data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw

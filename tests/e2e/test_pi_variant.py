@@ -50,7 +50,7 @@ def server(tier, boot_guest, ssh_key, repo, tmp_path_factory):
     vm = boot_guest(seed, ADMIN, tier=tier, extra_ports=(PORT,))
     try:
         vm.wait_ssh(timeout=400)
-        assert vm.wait_first_boot(timeout=1500) == "ready"
+        assert vm.wait_first_boot(timeout=1500) == "ready", vm.ssh("sudo -n tail -n 60 /var/log/bakery/first-boot.log").stdout
         vm.wait_http(port=PORT, timeout=120)
     except GuestError:
         vm.dump_logs()
