@@ -23,7 +23,7 @@ LAYERS = [
     {"plan"},
     {"steps"},
     {"cloudconfig"},
-    {"pipeline", "outputs", "dns", "reference"},
+    {"pipeline", "outputs", "dns", "reference", "starter"},
     {"cli", "__main__"},
 ]
 

@@ -116,6 +116,26 @@ def validate(config, target, memory, secrets, stage, hostname):
 
 
 @cli.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("bakery.yaml"),
+              show_default=True, help="The config to write.")
+@click.option("--from-app", "app_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A checkout of your app: fill in what can be told from it (Flask or Django).")
+@click.option("--force", is_flag=True, help="Write over an existing file.")
+def init(output, app_dir, force):
+    """Write a commented bakery.yaml to start from."""
+    from .fsutil import atomic_write
+    from .starter import detect, starter_yaml
+
+    if output.exists() and not force:
+        raise BakeryError(f"{output} exists; bakery init never writes over a config: pass --force, or -o ANOTHER.yaml")
+    facts = detect(app_dir.resolve()) if app_dir else None
+    atomic_write(output, starter_yaml(facts), mode=0o644)
+    _say(f"wrote {output}; next: bakery validate -c {output}")
+    for question in facts.questions if facts else []:
+        _say(f"question: {question}")
+
+
+@cli.command()
 def targets():
     """List the targets and their defaults."""
     from .defaults import fill

@@ -65,7 +65,7 @@ def load_document(path: os.PathLike | str, environ: Mapping[str, str] | None = N
     try:
         data = read_small(path, MAX_FILE_BYTES)
     except FileNotFoundError:
-        raise ConfigError([Problem(name, 0, 0, (), "file not found; create it (see the README's quick start) or pass -c PATH")])
+        raise ConfigError([Problem(name, 0, 0, (), "file not found; start one with: bakery init (or bakery init --from-app PATH/TO/YOUR/APP), or pass -c PATH")])
     except TooLarge:
         raise ConfigError([Problem(name, 0, 0, (), f"larger than {MAX_FILE_BYTES // 1024} KiB: a bakery config is a few kilobytes")])
     except OSError as exc:
