@@ -28,7 +28,8 @@ VARIANTS = {
     "sqlite-no-nginx": dict(database={"engine": "sqlite", "path": "/var/lib/microblog/app.db"}, web={"nginx": False},
                             mail={"enabled": False}),
     "separate-user-http-only": dict(app=dict(MICROBLOG_APP, user="microblog", static=None), web={"tls": "none"}),
-    "search": dict(search={"elasticsearch": True}),
+    # Over SSH: the update command makes and shows a deploy key.
+    "search": dict(search={"elasticsearch": True}, app=dict(MICROBLOG_APP, repo="git@github.com:miguelgrinberg/microblog.git")),
 }
 
 

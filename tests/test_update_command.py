@@ -431,3 +431,28 @@ def test_the_app_runs_as_a_user_that_cannot_change_its_code(tmp_path, make_user)
     # And gunicorn is started as that user, with the umask that keeps this so.
     program = app_step.supervisor_program(server.plan)
     assert f"user={runner.pw_name}\n" in program and "umask=007\n" in program
+
+
+def test_a_repository_over_ssh_gets_a_deploy_key_made_on_the_server(tmp_path, app_user):
+    require_tool("ssh-keygen")
+    server = Server(tmp_path)
+    app = server.app
+    app.user, app.home = app_user.pw_name, app_user.pw_dir
+    app.dir, app.venv = f"{app.home}/fixture", f"{app.home}/fixture/venv"
+    app.run_user = app_user.pw_name
+    # Nothing listens there: the clone fails, after the key is made and shown.
+    app.repo, app.repo_over_ssh = "ssh://git@127.0.0.1:9/me/fixture.git", True
+    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    first = server.update()
+    assert first.returncode != 0
+    key = Path(app.home) / ".ssh" / "id_ed25519"
+    public = (key.parent / "id_ed25519.pub").read_text().strip()
+    assert public.startswith("ssh-ed25519 ") and public.endswith(" fixture deploy key")
+    assert f"add this deploy key (read-only) to ssh://git@127.0.0.1:9/me/fixture.git so the server can clone it: {public}" \
+        in first.stdout
+    # The app user's own, private to it; git tried it, over SSH, as that user.
+    assert os.stat(key).st_uid == app_user.pw_uid and oct(os.stat(key).st_mode & 0o777) == "0o600"
+    assert "127.0.0.1 port 9: Connection refused" in first.stdout
+    # Made once: the next run keeps it.
+    server.update()
+    assert (key.parent / "id_ed25519.pub").read_text().strip() == public

@@ -81,6 +81,11 @@ def app_runs_unprivileged(ctx: Context):
                                 "choose another name, or leave app.user out")
 
 
+def repository_over_ssh(url: str) -> bool:
+    """ssh://host/path, or scp-like user@host:path (what git takes as SSH)."""
+    return url.startswith("ssh://") or ("://" not in url and bool(re.match(r"^[^/:]+@[^/:]+:", url)))
+
+
 def repository_is_authenticated(ctx: Context):
     """The server runs whatever code it clones: over a transport that
     authenticates the host, and without credentials in the URL (they would

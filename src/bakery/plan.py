@@ -55,6 +55,7 @@ class Database:
 class App:
     name: str
     repo: str
+    repo_over_ssh: bool  # cloned with the app user's own deploy key
     ref: str
     commit: Optional[str]  # the full commit id ref must resolve to, or None
     user: str  # owns the code and venv; runs git, pip and the setup commands
@@ -225,7 +226,8 @@ def _app(cfg: dict, target: Target, memory: int, database: Database, secret) -> 
     workers = int(section.get("workers") or default_workers(memory, target.cpus))
     port = section["port"]
     return App(
-        name=name, repo=section["repo"], ref=section["ref"], commit=section.get("commit"), user=user, user_is_admin=user == cfg["admin"]["name"],
+        name=name, repo=section["repo"], repo_over_ssh=checks.repository_over_ssh(section["repo"]), ref=section["ref"],
+        commit=section.get("commit"), user=user, user_is_admin=user == cfg["admin"]["name"],
         home=layout.home(user), run_user=layout.run_user(name), data_dir=layout.app_state_dir(name),
         dir=checkout, venv=layout.venv(checkout), module=section["module"],
         requirements=section["requirements"], pip_packages=_pip_packages(section["pip_packages"], database),
