@@ -342,7 +342,7 @@ def test_secrets_are_born_on_the_server_and_not_in_its_user_data(server):
     assert made[:2] == ["700", "root"] and sorted(made[2:]) == sorted([key, password])
     raw = base64.b64decode(server.ssh("sudo -n base64 -w 0 /var/lib/cloud/instance/user-data.txt").stdout)
     user_data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    assert b"BAKERY_SECRET__microblog_secret_key__" in user_data
+    assert f"BAKERY_SECRET__{APP}_secret_key__".encode() in user_data
     assert key.encode() not in user_data and password.encode() not in user_data
 
 
