@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import os
 import pwd
 import subprocess
@@ -272,6 +273,9 @@ def test_a_pinned_commit_is_the_only_one_deployed(server):
 
 # --- root never acts through a path the app user controls ---------------------
 
+_user_numbers = itertools.count()
+
+
 @pytest.fixture
 def make_user(tmp_path):
     """make_user(suffix, *groups): a real unprivileged user whose home is
@@ -282,7 +286,7 @@ def make_user(tmp_path):
     made = []
 
     def make(suffix: str, *groups: str):
-        name = f"bakery-t{os.getpid() % 100000}{suffix}"
+        name = f"bakery-t{os.getpid() % 100000}{next(_user_numbers)}{suffix}"
         home = tmp_path / "home" / name
         extra = ["--groups", ",".join(groups)] if groups else []
         subprocess.run(["useradd", "--system", "--user-group", "--home-dir", str(home), "--shell", "/bin/sh", *extra,
@@ -302,6 +306,8 @@ def make_user(tmp_path):
         yield make
     finally:
         for name in made:
+            # The update command leaves a byte-compile running as the user; userdel refuses while it runs.
+            subprocess.run(["pkill", "-KILL", "-u", name], check=False, capture_output=True)
             subprocess.run(["userdel", name], check=False, capture_output=True)
         for name in made:
             subprocess.run(["groupdel", name], check=False, capture_output=True)
