@@ -387,7 +387,9 @@ def assert_main_checks(server, repo) -> None:
                   test_console_says_ready_only_after_every_step,
                   test_nothing_but_ssh_http_https_listens_beyond_loopback,
                   test_https_page_shows_version_and_database_row, test_self_signed_certificate_names_the_domain,
-                  test_http_redirects_to_https, test_env_file_is_private_to_the_app_user,
+                  test_http_redirects_to_https, test_env_file_is_private_to_the_app,
+                  test_the_process_serving_http_cannot_change_its_code_or_reach_root,
+                  test_secrets_are_born_on_the_server_and_not_in_its_user_data,
                   test_database_user_logs_in_locally_with_env_password, test_database_user_is_local_only):
         check(server)
     test_static_file_served_by_nginx_with_30_day_expiry(server, repo)
