@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from .defaults import app_name_from_repo
+from .plan import _pip_name as pip_name
 
 REQUIREMENTS = ("requirements.txt", "requirements/production.txt", "requirements/prod.txt", "requirements/base.txt")
 
@@ -137,8 +138,8 @@ def _django(checkout: Path, facts: AppFacts) -> None:
 
 
 def _database(requirements: str, facts: AppFacts) -> None:
-    names = {re.split(r"[\[=<>!~;@ ]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
-             for line in requirements.splitlines() if line.strip() and not line.lstrip().startswith(("#", "-"))}
+    names = {pip_name(line.strip()) for line in requirements.splitlines()
+             if line.strip() and not line.lstrip().startswith(("#", "-"))}
     if names & {"psycopg", "psycopg2", "psycopg2-binary", "psycopg-binary"}:
         facts.engine = Guess("postgresql", "psycopg in the requirements")
     elif names & {"pymysql", "mysqlclient"}:
