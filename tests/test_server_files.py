@@ -354,10 +354,16 @@ def test_first_boot_makes_the_secrets_once_and_fills_them_in(tmp_path):
     assert dotenv_values(env_path) == env and sql_path.read_text() == sql
 
 
-def test_certbot_asks_the_configured_acme_directory(tmp_path):
-    require_tool("certbot")
+def certbot_words(plan) -> list[str]:
+    """The certbot command line of the rendered Let's Encrypt script, as the shell splits it."""
     import shlex
 
+    script = web.letsencrypt_files(plan)[0]["content"]
+    return shlex.split(script[script.index("certbot certonly"):script.index("\nln ")].replace("\\\n", " "))
+
+
+def test_certbot_asks_the_configured_acme_directory(tmp_path):
+    require_tool("certbot")
     default = variant_plan(tmp_path, "postgresql-letsencrypt")
     assert "--server https://acme-v02.api.letsencrypt.org/directory " in web.letsencrypt_files(default)[0]["content"]
     # A directory nothing serves: certbot parses the rendered command line and
@@ -365,8 +371,7 @@ def test_certbot_asks_the_configured_acme_directory(tmp_path):
     directory = "https://127.0.0.1:9/bakery-test/directory"
     plan = make_plan(tmp_path, web={"tls": "letsencrypt", "domain": "blog.example.com", "email": "ops@example.com",
                                     "acme_server": directory})
-    script = web.letsencrypt_files(plan)[0]["content"]
-    words = shlex.split(script[script.index("certbot certonly"):script.index("\nln ")].replace("\\\n", " "))
+    words = certbot_words(plan)
     assert words[words.index("--server") + 1] == directory
     from bakery.layout import WEBROOT
 
@@ -377,3 +382,12 @@ def test_certbot_asks_the_configured_acme_directory(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Requesting 127.0.0.1/bakery" in result.stderr and "Connection refused" in result.stderr, result.stderr
     assert f"Sending GET request to {directory}" in (tmp_path / "logs" / "letsencrypt.log").read_text()
+
+
+def test_every_renewal_reloads_nginx(tmp_path):
+    # certbot keeps a deploy hook in the certificate's renewal file and runs it
+    # after each renewal (tests/e2e/test_letsencrypt.py renews for real): with
+    # no reload, nginx would go on serving the old certificate until it expires.
+    words = certbot_words(variant_plan(tmp_path, "postgresql-letsencrypt"))
+    assert words.count("--deploy-hook") == 1
+    assert words[words.index("--deploy-hook") + 1] == "systemctl reload nginx"

@@ -34,6 +34,7 @@ PI_ADMIN = "pi"
 PI_APP_PORT = 8000
 PI_APP_DIR = APP_DIR
 DATA_DIR = f"/var/lib/{APP}"
+ACME_EMAIL = "ops@example.test"
 
 
 def host_ca_certs() -> list[str]:
@@ -83,10 +84,27 @@ def pi_config(public_key: str, repo_url: str) -> dict:
     return config
 
 
+def letsencrypt_config(public_key: str, repo_url: str, acme_directory: str, acme_ca: Path) -> dict:
+    """The main scenario asking ``acme_directory`` for its certificate, trusting
+    ``acme_ca`` (the CA of that directory's HTTPS listener), as a server of a
+    private CA would."""
+    config = scenario_config(public_key, repo_url)
+    config["database"] = {"engine": "sqlite"}
+    config["web"] = {"nginx": True, "tls": "letsencrypt", "domain": DOMAIN, "email": ACME_EMAIL,
+                     "acme_server": acme_directory}
+    config["network"] = {"ca_certs": [*host_ca_certs(), str(acme_ca)]}
+    return config
+
+
 def write_config(directory: Path, public_key: str, repo_url: str, *, pi: bool = False,
-                 tier: str = "vm") -> Path:
+                 tier: str = "vm", acme: tuple[str, Path] | None = None) -> Path:
+    """The main scenario's bakery.yaml; ``pi`` the Raspberry-Pi-style variant's,
+    ``acme`` (directory URL, CA file) the Let's Encrypt variant's."""
     path = directory / "bakery.yaml"
-    config = (pi_config if pi else scenario_config)(public_key, repo_url)
+    if acme:
+        config = letsencrypt_config(public_key, repo_url, *acme)
+    else:
+        config = (pi_config if pi else scenario_config)(public_key, repo_url)
     if tier == "container":
         # A container cannot swap: the host kernel refuses swapon.
         config["swap"] = False

@@ -1,0 +1,174 @@
+"""The Let's Encrypt path, for real: ``tls: letsencrypt`` with ``web.acme_server``
+pointing at Debian's ``pebble`` on the host (an RFC 8555 CA, as Let's
+Encrypt's staging, ZeroSSL or a private CA would be), whose HTTPS listener's
+CA the guest trusts through ``network.ca_certs``. certbot on the guest
+answers HTTP-01 from nginx; pebble asks its DNS stand-in where the name
+points (``acmeserve.py`` has the wiring).
+
+One guest per platform, checked in file order:
+1. the name does not resolve yet: first boot still ends "ready", nginx serves
+   the self-signed certificate without HSTS, and the hourly retry timer runs;
+2. the name resolves: the timer's own service (started by hand rather than an
+   hour later) gets pebble's certificate, nginx serves it with HSTS, and the
+   timer is switched off;
+3. ``certbot renew --force-renewal``: nginx serves the new certificate with no
+   reload by hand (certbot's deploy hook).
+
+Container tier on Ubuntu 24.04 and Debian 12 (the oldest certbot, 2.1);
+``BAKERY_E2E_VM=all`` boots the VM as well.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+import pytest
+
+from . import scenario
+from .acmeserve import AcmeServer
+from .conftest import platforms, require_tool
+from .gitserve import GitRepoServer
+from .guest import GuestError, wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.parametrize("tier", platforms(container=("ubuntu-24.04", "debian-12")), indirect=True,
+                            scope="module", ids=str),
+]
+
+HOST = scenario.DOMAIN
+UNIT = f"bakery-letsencrypt-{scenario.APP}"
+HSTS = "max-age=63072000"
+
+
+@pytest.fixture(scope="module")
+def repo(tier, tmp_path_factory):
+    server = GitRepoServer(tmp_path_factory.mktemp("git"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def acme(tier, tmp_path_factory):
+    require_tool("pebble")
+    require_tool("pebble-challtestsrv")
+    server = AcmeServer(tmp_path_factory.mktemp("acme"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def server(tier, boot_guest, ssh_key, repo, acme, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("letsencrypt")
+    config = scenario.write_config(workdir, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
+                                   tier=tier.tier, acme=(acme.guest_directory, acme.ca_file))
+    seed = scenario.make_seed(config, workdir / "seed.iso")
+    vm = boot_guest(seed, scenario.ADMIN, tier=tier)
+    # The guest's port 80 is forwarded now: pebble validates through it. First
+    # boot reaches its certificate step minutes later (packages, the app).
+    acme.start(http_port=vm.ports[80])
+    try:
+        vm.wait_ssh(timeout=400)
+        assert vm.wait_first_boot(timeout=1500) == "ready", vm.ssh("sudo -n tail -n 60 /var/log/bakery/first-boot.log").stdout
+        vm.wait_https(host=HOST, timeout=120)
+    except GuestError:
+        vm.dump_logs()
+        raise
+    return vm
+
+
+@pytest.fixture(scope="module")
+def pebble_root(acme, server):
+    return acme.root_pem()
+
+
+def served_certificate(server):
+    """The certificate nginx serves for the site's name, unverified."""
+    from cryptography import x509
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", server.ports[443]), timeout=30) as raw:
+        with context.wrap_socket(raw, server_hostname=HOST) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def verifies_against(server, root_pem: str) -> bool:
+    """Whether what nginx serves for the name chains to ``root_pem`` and names the site."""
+    context = ssl.create_default_context(cadata=root_pem)
+    try:
+        with socket.create_connection(("127.0.0.1", server.ports[443]), timeout=30) as raw:
+            with context.wrap_socket(raw, server_hostname=HOST):
+                return True
+    except ssl.SSLCertVerificationError:
+        return False
+
+
+def timer_state(server) -> list[str]:
+    """[is-active, is-enabled] of the retry timer."""
+    return server.ssh(f"systemctl is-active {UNIT}.timer; systemctl is-enabled {UNIT}.timer", check=False).stdout.split()
+
+
+# --- 1: the name does not point here yet -------------------------------------------
+
+def test_first_boot_is_ready_on_the_self_signed_certificate(server, acme, pebble_root):
+    assert server.first_boot_status() == "ready"
+    certificate = served_certificate(server)
+    assert certificate.issuer == certificate.subject, certificate.issuer.rfc4514_string()
+    assert HOST in certificate.subject.rfc4514_string()
+    assert not verifies_against(server, pebble_root)
+    # certbot did ask pebble, and pebble could not find the name.
+    log = server.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
+    assert "no certificate yet" in log, log[-3000:]
+    assert f"could not resolve URL \"http://{HOST}" in server.ssh("sudo -n cat /var/log/letsencrypt/letsencrypt.log").stdout
+    assert "set INVALID" in acme.log()
+
+
+def test_no_hsts_while_the_certificate_is_self_signed(server):
+    response = server.http("/", host=HOST)
+    assert response.status == 200
+    assert "strict-transport-security" not in response.headers, response.headers
+
+
+def test_the_hourly_retry_timer_runs(server):
+    assert timer_state(server) == ["active", "enabled"]
+
+
+# --- 2: the name points here; the retry gets the certificate ------------------------
+
+def test_the_retry_switches_nginx_to_the_ca_s_certificate(server, acme, pebble_root):
+    acme.point(HOST)
+    # The unit the timer starts; one the timer started itself must end first.
+    assert wait_for(lambda: server.ssh(f"systemctl is-active {UNIT}.service", check=False).stdout.strip()
+                    != "activating", timeout=300)
+    result = server.ssh(f"sudo -n systemctl start {UNIT}.service", check=False, timeout=600)
+    assert result.returncode == 0, server.ssh(f"sudo -n journalctl -u {UNIT}.service --no-pager | tail -n 60").stdout
+    assert verifies_against(server, pebble_root)
+    certificate = served_certificate(server)
+    assert certificate.issuer != certificate.subject
+    assert "Pebble" in certificate.issuer.rfc4514_string(), certificate.issuer.rfc4514_string()
+
+
+def test_hsts_once_the_real_certificate_serves(server):
+    response = server.http("/", host=HOST)
+    assert response.status == 200
+    assert response.headers.get("strict-transport-security") == HSTS, response.headers
+
+
+def test_the_retry_timer_is_switched_off(server):
+    assert timer_state(server) == ["inactive", "disabled"]
+
+
+# --- 3: renewal -----------------------------------------------------------------------
+
+def test_renewal_reloads_nginx_by_itself(server, pebble_root):
+    before = served_certificate(server).serial_number
+    result = server.ssh("sudo -n certbot renew --force-renewal --no-random-sleep-on-renew", check=False, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # nginx's new workers take the new certificate a moment after the reload.
+    assert wait_for(lambda: served_certificate(server).serial_number != before, timeout=60, interval=1), \
+        result.stdout + result.stderr
+    assert verifies_against(server, pebble_root)
+    assert server.http("/", host=HOST).headers.get("strict-transport-security") == HSTS
