@@ -359,7 +359,8 @@ def certbot_words(plan) -> list[str]:
     import shlex
 
     script = web.letsencrypt_files(plan)[0]["content"]
-    return shlex.split(script[script.index("certbot certonly"):script.index("\nln ")].replace("\\\n", " "))
+    command = script[script.index("certbot certonly"):].replace("\\\n", " ").split("\n", 1)[0]
+    return shlex.split(command)
 
 
 def test_certbot_asks_the_configured_acme_directory(tmp_path):
@@ -391,3 +392,71 @@ def test_every_renewal_reloads_nginx(tmp_path):
     words = certbot_words(variant_plan(tmp_path, "postgresql-letsencrypt"))
     assert words.count("--deploy-hook") == 1
     assert words[words.index("--deploy-hook") + 1] == "systemctl reload nginx"
+
+
+def _shell_function(script: str, name: str) -> str:
+    """The definition of the shell function ``name`` in ``script``: one line, or up to its closing brace."""
+    start = script.index(f"{name}() {{")
+    first_line = script[start:script.index("\n", start)]
+    end = start + len(first_line) if first_line.endswith("}") else script.index("\n}\n", start) + 2
+    return script[start:end] + "\n"
+
+
+def test_hsts_only_for_a_certificate_from_a_ca_the_server_trusts(tmp_path):
+    # Let's Encrypt's staging CA (or a private CA left out of network.ca_certs)
+    # issues certificates no browser trusts: with HSTS a browser would refuse
+    # the site outright instead of warning.
+    require_tool("openssl")
+    from e2e.acmeserve import issue, pem
+
+    root = issue("bakery test root", ca=True)
+    intermediate = issue("bakery test intermediate", root, ca=True)
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "cert.pem").write_bytes(pem(issue("blog.example.com", intermediate)[0]))
+    (live / "chain.pem").write_bytes(pem(intermediate[0]))
+    script = tmp_path / "hsts.sh"
+    plan = variant_plan(tmp_path, "postgresql-letsencrypt")
+    script.write_text("set -euo pipefail\n" + _shell_function(web.letsencrypt_files(plan)[0]["content"], "hsts_header")
+                      + 'hsts_header "$1"\n')
+    (tmp_path / "no-ca-dir").mkdir()
+
+    def hsts_trusting(authority):
+        # openssl's default trust store, as the server's /etc/ssl/certs would hold it.
+        (tmp_path / "store.pem").write_bytes(pem(authority[0]))
+        env = {"PATH": "/usr/bin:/bin", "SSL_CERT_FILE": str(tmp_path / "store.pem"),
+               "SSL_CERT_DIR": str(tmp_path / "no-ca-dir")}
+        return subprocess.run(["bash", str(script), str(live)], env=env, capture_output=True, text=True, check=True)
+
+    trusted = hsts_trusting(root)
+    assert trusted.stdout == 'add_header Strict-Transport-Security "max-age=63072000" always;\n', trusted.stderr
+    untrusted = hsts_trusting(issue("another root", ca=True))
+    assert untrusted.stdout == "" and "no HSTS" in untrusted.stderr, untrusted.stdout + untrusted.stderr
+
+
+@pytest.mark.parametrize("obtained", [True, False], ids=["certificate obtained", "no certificate yet"])
+def test_first_boot_starts_certbot_s_renewal_timer(tmp_path, obtained):
+    # The packages step holds services back while it installs (policy-rc.d):
+    # certbot's package enables its timer but cannot start it, so renewal
+    # would wait for a reboot. systemctl is a stand-in recording its calls:
+    # the test is about what the step asks systemd to do.
+    from bakery.layout import paths
+
+    plan = variant_plan(tmp_path, "postgresql-letsencrypt")
+    where = paths(plan)
+    where.letsencrypt = str(tmp_path / "letsencrypt.sh")
+    Path(where.letsencrypt).write_text(f"#!/bin/sh\nexit {0 if obtained else 1}\n")
+    Path(where.letsencrypt).chmod(0o755)
+    script = firstboot.first_boot_script(plan, paths=where)
+    calls = tmp_path / "systemctl.calls"
+    harness = tmp_path / "step.sh"
+    harness.write_text("set -euo pipefail\nlog() { echo \"$*\"; }\n"
+                       f"systemctl() {{ echo \"$*\" >> {calls}; [ \"$1\" != is-enabled ]; }}\n"
+                       + _shell_function(script, "enable_unit") + _shell_function(script, "step_letsencrypt")
+                       + "step_letsencrypt\n")
+    result = subprocess.run(["bash", str(harness)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    expected = ["is-enabled --quiet certbot.timer", "enable certbot.timer", "start certbot.timer"]
+    if not obtained:
+        expected.append("enable --now bakery-letsencrypt-microblog.timer")
+    assert calls.read_text().splitlines() == expected

@@ -4,13 +4,14 @@ CA) and ``pebble-challtestsrv`` as the DNS that pebble's validation asks.
 Owns the wiring. Pebble's ACME listener speaks HTTPS with a certificate for
 the address the guest uses (10.0.2.2, the host under QEMU's and slirp4netns's
 user networking; 127.0.0.1 for the host itself), signed by a throwaway CA made
-here: the guest trusts that CA through ``network.ca_certs``, as a user would
-trust a private CA. The DNS stand-in answers nothing for any name until
-``point`` adds an A record: a server whose DNS does not point at it yet. When
-it does point, the name resolves to 127.0.0.1 and pebble's HTTP-01 request
-goes to ``http_port`` there, the host port that forwards to the guest's port
-80. Pebble makes a new issuing root on every start; ``root_pem`` fetches it
-from the management listener, to check a served chain against.
+here. Pebble makes a new issuing root on every start; ``start`` fetches it
+from the management listener into ``root_file``. The guest trusts both CAs
+through ``network.ca_certs``, as a server of a private CA would, and the
+tests check the served chain against the issuing root. The DNS stand-in
+answers nothing for any name until ``point`` adds an A record: a server whose
+DNS does not point at it yet. When it does point, the name resolves to
+127.0.0.1 and pebble's HTTP-01 request goes to ``http_port`` there, the host
+port chosen beforehand that forwards to the guest's port 80.
 """
 
 from __future__ import annotations
@@ -35,43 +36,56 @@ PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_VA_ALWAYS_VALID": "0", "PEBBLE_W
               "PEBBLE_AUTHZREUSE": "0"}
 
 
-def _write_listener_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """(CA, certificate, key) PEM files for pebble's HTTPS listeners."""
+def issue(common_name: str, issuer=None, *, ca: bool = False, addresses=()):
+    """A (certificate, private key) pair, P-256: self-signed without ``issuer``,
+    else signed by ``issuer`` (a pair made here); ``ca`` makes it an issuing CA,
+    ``addresses`` its IP subject alternative names."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    issuer_certificate, issuer_key = issuer or (None, key)
     now = datetime.now(timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bakery e2e ACME listener CA")])
+    builder = (x509.CertificateBuilder().subject_name(name)
+               .issuer_name(issuer_certificate.subject if issuer_certificate else name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=7))
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                              critical=False)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=not ca, key_cert_sign=ca, crl_sign=ca,
+                                            content_commitment=False, key_encipherment=False,
+                                            data_encipherment=False, key_agreement=False, encipher_only=False,
+                                            decipher_only=False), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    if addresses:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256()), key
 
-    def builder(subject, public_key):
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(public_key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=7))
-                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
 
-    usage = dict(content_commitment=False, key_encipherment=False, data_encipherment=False, key_agreement=False,
-                 encipher_only=False, decipher_only=False)
-    ca = (builder(ca_name, ca_key.public_key())
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, key_cert_sign=True, crl_sign=True, **usage), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    addresses = [ipaddress.ip_address(GUEST_HOST_ADDRESS), ipaddress.ip_address("127.0.0.1")]
-    leaf = (builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GUEST_HOST_ADDRESS)]), key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, **usage),
-                           critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(a) for a in addresses]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+def pem(*items) -> bytes:
+    """Certificates and private keys, PEM-encoded one after another."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    return b"".join(item.public_bytes(serialization.Encoding.PEM) if isinstance(item, x509.Certificate)
+                    else item.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()) for item in items)
+
+
+def _write_listener_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """(CA, certificate, key) PEM files for pebble's HTTPS listeners."""
+    authority = issue("bakery e2e ACME listener CA", ca=True)
+    certificate, key = issue(GUEST_HOST_ADDRESS, authority, addresses=(GUEST_HOST_ADDRESS, "127.0.0.1"))
     paths = directory / "listener-ca.crt", directory / "listener.crt", directory / "listener.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    for path, item in zip(paths, (authority[0], certificate, key)):
+        path.write_bytes(pem(item))
     return paths
 
 
@@ -84,6 +98,8 @@ class AcmeServer:
         self.port, self.management_port = free_port(), free_port()
         self.dns_port, self.dns_management_port = free_port(), free_port()
         self.log_file = workdir / "pebble.log"
+        self.root_file = workdir / "pebble-root.crt"
+        self.http_port: int | None = None
         self._processes: list[subprocess.Popen] = []
 
     @property
@@ -92,7 +108,9 @@ class AcmeServer:
         return f"https://{GUEST_HOST_ADDRESS}:{self.port}/dir"
 
     def start(self, http_port: int) -> None:
-        """Start the DNS stand-in, then pebble validating HTTP-01 on ``http_port``."""
+        """Start the DNS stand-in, then pebble validating HTTP-01 on ``http_port``;
+        its issuing root is in ``root_file`` once this returns."""
+        self.http_port = http_port
         # No default answers: every name is unknown until ``point`` adds it.
         self._spawn(["pebble-challtestsrv", "-defaultIPv4", "", "-defaultIPv6", "",
                      "-dns01", f"127.0.0.1:{self.dns_port}", "-http01", "", "-https01", "", "-tlsalpn01", "",
@@ -109,10 +127,13 @@ class AcmeServer:
         self._spawn(["pebble", "-config", str(config), "-dnsserver", f"127.0.0.1:{self.dns_port}"], self.log_file,
                     env={**os.environ, **PEBBLE_ENV})
         self._wait_ready()
+        url = f"https://127.0.0.1:{self.management_port}/roots/0"
+        self.root_file.write_bytes(urllib.request.urlopen(url, context=self._context(), timeout=10).read())
 
     def _spawn(self, command: list[str], log: Path, env: dict | None = None) -> None:
-        self._processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=open(log, "ab"),
-                                                stderr=subprocess.STDOUT, env=env, cwd=self.workdir))
+        with open(log, "ab") as out:
+            self._processes.append(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
+                                                    stderr=subprocess.STDOUT, env=env, cwd=self.workdir))
 
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -141,11 +162,6 @@ class AcmeServer:
     def point(self, name: str, address: str = "127.0.0.1") -> None:
         """From now on ``name`` resolves to ``address`` (IPv4 only) for pebble's validation."""
         self._dns_management("add-a", {"host": name, "addresses": [address]})
-
-    def root_pem(self) -> str:
-        """The root pebble issues under (made anew on each start of pebble)."""
-        url = f"https://127.0.0.1:{self.management_port}/roots/0"
-        return urllib.request.urlopen(url, context=self._context(), timeout=10).read().decode()
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

@@ -98,14 +98,16 @@ def ssh_key(tmp_path_factory):
 @pytest.fixture(scope="module")
 def boot_guest(base_images, ssh_key, tmp_path_factory):
     """Start a guest from a seed ISO: ``boot_guest(seed, user, tier=Platform(...), extra_ports=())``
-    (a bare tier name boots the image of record).
+    (a bare tier name boots the image of record). ``ports`` maps guest ports to
+    host ports chosen beforehand, for a host service that must know where the
+    guest answers before the guest exists (the ACME CA's HTTP-01 port).
 
     Guests run one at a time (2 cores): booting one stops the module's
     earlier ones, and all are stopped when the module ends.
     """
     started: list[Guest] = []
 
-    def boot(seed, user, tier="vm", extra_ports=()):
+    def boot(seed, user, tier="vm", extra_ports=(), ports=None):
         platform = tier if isinstance(tier, Platform) else Platform(tier)
         kind, tools = TIERS[platform.tier]
         for tool in tools:
@@ -114,6 +116,7 @@ def boot_guest(base_images, ssh_key, tmp_path_factory):
             previous.stop()
         guest = kind(base_images(platform.distro), tmp_path_factory.mktemp(str(platform)), seed, ssh_key, user,
                      tuple(extra_ports))
+        guest.ports.update(ports or {})
         started.append(guest)
         STARTED.append(guest)
         guest.start()

@@ -84,22 +84,21 @@ def pi_config(public_key: str, repo_url: str) -> dict:
     return config
 
 
-def letsencrypt_config(public_key: str, repo_url: str, acme_directory: str, acme_ca: Path) -> dict:
+def letsencrypt_config(public_key: str, repo_url: str, acme_directory: str, acme_cas: list[Path]) -> dict:
     """The main scenario asking ``acme_directory`` for its certificate, trusting
-    ``acme_ca`` (the CA of that directory's HTTPS listener), as a server of a
-    private CA would."""
+    ``acme_cas`` (that CA's roots), as a server of a private CA would."""
     config = scenario_config(public_key, repo_url)
     config["database"] = {"engine": "sqlite"}
     config["web"] = {"nginx": True, "tls": "letsencrypt", "domain": DOMAIN, "email": ACME_EMAIL,
                      "acme_server": acme_directory}
-    config["network"] = {"ca_certs": [*host_ca_certs(), str(acme_ca)]}
+    config["network"] = {"ca_certs": [*host_ca_certs(), *map(str, acme_cas)]}
     return config
 
 
 def write_config(directory: Path, public_key: str, repo_url: str, *, pi: bool = False,
-                 tier: str = "vm", acme: tuple[str, Path] | None = None) -> Path:
+                 tier: str = "vm", acme: tuple[str, list[Path]] | None = None) -> Path:
     """The main scenario's bakery.yaml; ``pi`` the Raspberry-Pi-style variant's,
-    ``acme`` (directory URL, CA file) the Let's Encrypt variant's."""
+    ``acme`` (directory URL, CA files) the Let's Encrypt variant's."""
     path = directory / "bakery.yaml"
     if acme:
         config = letsencrypt_config(public_key, repo_url, *acme)

@@ -1,7 +1,8 @@
 """The Let's Encrypt path, for real: ``tls: letsencrypt`` with ``web.acme_server``
 pointing at Debian's ``pebble`` on the host (an RFC 8555 CA, as Let's
-Encrypt's staging, ZeroSSL or a private CA would be), whose HTTPS listener's
-CA the guest trusts through ``network.ca_certs``. certbot on the guest
+Encrypt's staging, ZeroSSL or a private CA would be). The guest trusts
+pebble's roots (its HTTPS listener's CA and its issuing root) through
+``network.ca_certs``, as a server of a private CA would. certbot on the guest
 answers HTTP-01 from nginx; pebble asks its DNS stand-in where the name
 points (``acmeserve.py`` has the wiring).
 
@@ -9,8 +10,8 @@ One guest per platform, checked in file order:
 1. the name does not resolve yet: first boot still ends "ready", nginx serves
    the self-signed certificate without HSTS, and the hourly retry timer runs;
 2. the name resolves: the timer's own service (started by hand rather than an
-   hour later) gets pebble's certificate, nginx serves it with HSTS, and the
-   timer is switched off;
+   hour later) gets pebble's certificate, nginx serves it with HSTS (its chain
+   ends at a root the server trusts), and the timer is switched off;
 3. ``certbot renew --force-renewal``: nginx serves the new certificate with no
    reload by hand (certbot's deploy hook).
 
@@ -29,7 +30,7 @@ from . import scenario
 from .acmeserve import AcmeServer
 from .conftest import platforms, require_tool
 from .gitserve import GitRepoServer
-from .guest import GuestError, wait_for
+from .guest import GuestError, free_port, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
@@ -54,6 +55,8 @@ def acme(tier, tmp_path_factory):
     require_tool("pebble")
     require_tool("pebble-challtestsrv")
     server = AcmeServer(tmp_path_factory.mktemp("acme"))
+    # The host port the guest's port 80 will be forwarded to: pebble validates there.
+    server.start(http_port=free_port())
     yield server
     server.close()
 
@@ -62,12 +65,9 @@ def acme(tier, tmp_path_factory):
 def server(tier, boot_guest, ssh_key, repo, acme, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("letsencrypt")
     config = scenario.write_config(workdir, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
-                                   tier=tier.tier, acme=(acme.guest_directory, acme.ca_file))
+                                   tier=tier.tier, acme=(acme.guest_directory, [acme.ca_file, acme.root_file]))
     seed = scenario.make_seed(config, workdir / "seed.iso")
-    vm = boot_guest(seed, scenario.ADMIN, tier=tier)
-    # The guest's port 80 is forwarded now: pebble validates through it. First
-    # boot reaches its certificate step minutes later (packages, the app).
-    acme.start(http_port=vm.ports[80])
+    vm = boot_guest(seed, scenario.ADMIN, tier=tier, ports={80: acme.http_port})
     try:
         vm.wait_ssh(timeout=400)
         assert vm.wait_first_boot(timeout=1500) == "ready", vm.ssh("sudo -n tail -n 60 /var/log/bakery/first-boot.log").stdout
@@ -79,8 +79,8 @@ def server(tier, boot_guest, ssh_key, repo, acme, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pebble_root(acme, server):
-    return acme.root_pem()
+def pebble_root(acme):
+    return acme.root_file.read_text()
 
 
 def served_certificate(server):
@@ -164,6 +164,8 @@ def test_the_retry_timer_is_switched_off(server):
 # --- 3: renewal -----------------------------------------------------------------------
 
 def test_renewal_reloads_nginx_by_itself(server, pebble_root):
+    # The distribution's certbot package runs `certbot renew` twice a day.
+    assert server.ssh("systemctl is-active certbot.timer", check=False).stdout.strip() == "active"
     before = served_certificate(server).serial_number
     result = server.ssh("sudo -n certbot renew --force-renewal --no-random-sleep-on-renew", check=False, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
