@@ -13,6 +13,22 @@ LIB_DIR = "/usr/local/lib/bakery"
 STATE_DIR = "/var/lib/cloud/instance/bakery"  # first boot's progress: status, done, failed
 CERT_DIR = "/etc/ssl/bakery"  # the self-signed certificate, made on the server
 
+# DKIM: the signing key is made on the server at first boot, in Debian's
+# folder for opendkim's keys (opendkim's own, mode 0700). Fixed names, so
+# `bakery dns --from` and the image clean-up find them whatever the selector.
+DKIM_KEY_DIR = "/etc/dkimkeys"
+DKIM_PRIVATE_KEY = f"{DKIM_KEY_DIR}/bakery.private"
+# The public half as opendkim-genkey writes it: a zone-file TXT record that
+# names the selector and the domain.
+DKIM_PUBLIC_RECORD = f"{DKIM_KEY_DIR}/bakery.txt"
+OPENDKIM_CONF = "/etc/opendkim.conf"
+OPENDKIM_DIR = "/etc/opendkim"  # the key and signing tables
+# Inside postfix's chroot (/var/spool/postfix on Debian and Ubuntu), where its
+# smtpd and cleanup can reach it; postfix names it relative to that folder.
+POSTFIX_QUEUE_DIR = "/var/spool/postfix"
+OPENDKIM_SOCKET_DIR = "opendkim"
+OPENDKIM_SOCKET = f"{OPENDKIM_SOCKET_DIR}/opendkim.sock"
+
 
 def home(user: str) -> str:
     return f"/home/{user}"

@@ -100,8 +100,14 @@ class Web:
 class Mail:
     enabled: bool
     domain: str
-    dkim_selector: Optional[str]
-    dkim_public_key: Optional[str]
+    dkim_selector: str  # of the key the server makes (the config's, else the host name, else "mail")
+    dkim_public_key: Optional[str]  # a key the config names, for `bakery dns` without --from
+    dmarc_reports: str  # where DMARC aggregate reports go (rua)
+
+    @property
+    def dkim(self) -> bool:
+        """The server signs its mail: only a DNS domain can publish the key."""
+        return self.enabled and "." in self.domain
 
 
 @dataclass
@@ -324,11 +330,19 @@ def _wifi(section: Optional[dict]) -> Optional[Wifi]:
                 country=section.get("country"), hidden=section["hidden"])
 
 
+DEFAULT_DKIM_SELECTOR = "mail"  # when bakery knows no host name
+
+
 def _mail(doc: Document, cfg: dict, hostname, fqdn, problems: list) -> Mail:
     section = cfg["mail"]
     domain = section.get("domain") or cfg["host"].get("domain") or fqdn or (hostname or "localhost")
-    return Mail(enabled=section["enabled"], domain=domain, dkim_selector=section.get("dkim_selector"),
-                dkim_public_key=_dkim_public_key(doc, section.get("dkim_public_key"), problems))
+    # Each server makes its own key: by default each also has its own
+    # selector (its host name), so servers sending for one domain never
+    # need the same DNS record.
+    selector = section.get("dkim_selector") or hostname or DEFAULT_DKIM_SELECTOR
+    return Mail(enabled=section["enabled"], domain=domain, dkim_selector=selector,
+                dkim_public_key=_dkim_public_key(doc, section.get("dkim_public_key"), problems),
+                dmarc_reports=section.get("dmarc_reports") or f"postmaster@{domain}")
 
 
 def server_secret_placeholder(name: str) -> str:

@@ -19,7 +19,7 @@ owns completion instead:
 from __future__ import annotations
 
 from ..templating import render
-from . import packages
+from . import mail, packages
 from ..layout import LIB_DIR, STATE_DIR, paths
 from .web import certificate_name
 
@@ -61,7 +61,7 @@ def step_names(plan) -> list:
 def _context(plan, where=None) -> dict:
     return dict(plan=plan, paths=where or paths(plan), steps=step_names(plan), lockdown=LOCKDOWN, script=SCRIPT,
                 state_dir=STATE_DIR, runparts_dir=RUNPARTS_DIR,
-                cert_name=certificate_name(plan) if plan.web else None,
+                cert_name=certificate_name(plan) if plan.web else None, dkim=mail.server_paths(),
                 packages=packages.package_list(plan) if plan.shared else [],
                 debconf=packages.debconf_selections(plan) if plan.shared else "")
 

@@ -14,6 +14,7 @@ from source (the update command then installs them; see update.sh.j2)."""
 from __future__ import annotations
 
 from ..targets import MDNS
+from . import mail
 
 
 def package_list(plan) -> list:
@@ -32,6 +33,8 @@ def package_list(plan) -> list:
                 pkgs += ["certbot"]
     if plan.mail.enabled:
         pkgs.append("postfix")
+    if plan.mail.dkim:
+        pkgs += mail.PACKAGES
     if plan.target.can(MDNS):
         pkgs.append("avahi-daemon")  # ssh pi@HOST.local
     if plan.locale:
