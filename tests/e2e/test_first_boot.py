@@ -395,6 +395,65 @@ def assert_main_checks(server, repo) -> None:
     test_static_file_served_by_nginx_with_30_day_expiry(server, repo)
 
 
+# --- 7b (MISSION step 8): outgoing mail --------------------------------------------
+
+SEND_MAIL = """
+import smtplib
+from email.message import EmailMessage
+
+message = EmailMessage()
+message["From"] = "Fixture <noreply@example.test>"
+message["To"] = "someone@example.net"
+message["Subject"] = "bakery e2e"
+message.set_content("hello from the app")
+with smtplib.SMTP("localhost", 25) as smtp:
+    smtp.send_message(message)
+"""
+
+
+def test_the_dkim_key_is_made_on_the_server_for_opendkim_alone(server):
+    assert server.ssh("sudo -n stat -c '%a %U' /etc/dkimkeys /etc/dkimkeys/bakery.private").stdout.split() == \
+        ["700", "opendkim", "600", "opendkim"]
+    raw = base64.b64decode(server.ssh("sudo -n base64 -w 0 /var/lib/cloud/instance/user-data.txt").stdout)
+    user_data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    private = server.ssh("sudo -n cat /etc/dkimkeys/bakery.private").stdout
+    assert "PRIVATE KEY" in private and b"PRIVATE KEY" not in user_data
+    assert server.ssh("systemctl is-active opendkim").stdout.strip() == "active"
+
+
+def test_app_mail_leaves_postfix_signed_with_the_key_bakery_dns_prints(server, tier, ssh_key, repo, tmp_path):
+    from mail_helpers import dkim_verifies, zone_txt
+
+    from .gitserve import GUEST_HOST_ADDRESS
+    from .smtpsink import SmtpSink
+
+    # What the app's .env tells it, sent as the user the app runs as.
+    assert "MAIL_SERVER=localhost" in server.ssh(f"sudo -n cat {ENV_FILE}").stdout
+    with SmtpSink() as sink:
+        # The receiving mail server, for this test: the sink on the host.
+        server.ssh(f"sudo -n postconf -e 'relayhost = [{GUEST_HOST_ADDRESS}]:{sink.port}' && sudo -n postfix reload")
+        try:
+            server.ssh(f"sudo -n -u {APP}-web python3 -", input=SEND_MAIL)
+            sender, recipients, message = sink.next(timeout=120)
+        finally:
+            server.ssh("sudo -n postconf -e 'relayhost =' && sudo -n postfix reload", check=False)
+    assert recipients == ["someone@example.net"] and sender == "noreply@example.test"
+    headers = message.split(b"\r\n\r\n", 1)[0]
+    assert re.search(rb"^DKIM-Signature: v=1; a=rsa-sha256; .*d=example\.test; s=fixture;", headers, re.M), headers
+
+    config = scenario.write_config(tmp_path, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
+                                   tier=tier.tier)
+    printed = scenario.bakery("dns", "-c", str(config), "--from", f"{scenario.ADMIN}@127.0.0.1",
+                              "-p", str(server.ports[22]), "-i", str(ssh_key),
+                              env={"XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert "pinned its host key" in printed.stderr, printed.stderr
+    zone = printed.stdout
+    assert set(zone_txt(zone)) == {"example.test.", "fixture._domainkey.example.test.", "_dmarc.example.test."}, zone
+    assert dkim_verifies(message, zone), message.decode(errors="replace")
+    # The verifier can say no: the same mail with its body changed.
+    assert not dkim_verifies(message.replace(b"hello from the app", b"hello from elsewhere"), zone)
+
+
 # --- 8: the update command -------------------------------------------------------
 
 def test_update_to_a_good_commit(server, repo):
