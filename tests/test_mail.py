@@ -59,18 +59,15 @@ def make_key(plan, key_dir: Path) -> subprocess.CompletedProcess:
 
 
 def signer_files(plan, root: Path) -> Path:
-    """opendkim's configuration and tables for ``plan``, as the server gets
-    them, with their paths moved under ``root``; returns the config."""
-    keys = root / "dkimkeys"
+    """opendkim's configuration for ``plan``, as the server gets it, with
+    its paths moved under ``root``; returns the config."""
     where = mail.server_paths()
-    where.key_table, where.signing_table = str(root / "key.table"), str(root / "signing.table")
+    where.private_key = str(root / "dkimkeys" / "bakery.private")
     where.socket, where.pid_file = str(root / "run" / "opendkim.sock"), str(root / "run" / "opendkim.pid")
     (root / "run").mkdir(exist_ok=True)
     shutil.chown(root / "run", "opendkim", "opendkim")
-    (root / "key.table").write_text(mail.key_table(plan).replace(layout.DKIM_KEY_DIR, str(keys)))
-    (root / "signing.table").write_text(mail.signing_table(plan))
     # No syslog daemon here: the test reads what the filter does instead.
-    conf = mail.opendkim_conf(where).replace("Syslog\t\t\tyes", "Syslog\t\t\tno")
+    conf = mail.opendkim_conf(plan, where).replace("Syslog\t\t\tyes", "Syslog\t\t\tno")
     (root / "opendkim.conf").write_text(conf)
     return root / "opendkim.conf"
 
@@ -134,15 +131,15 @@ def test_an_image_carries_no_key_and_its_servers_make_their_own(tmp_path):
     from conftest import write_files
 
     files = write_files(assemble(stage_plan(tmp_path, "image")))
-    assert layout.OPENDKIM_CONF not in files and "make_dkim_key" not in files[firstboot.SCRIPT]
+    assert "make_dkim_key" not in files[firstboot.SCRIPT] and "opendkim.conf" not in files[firstboot.SCRIPT]
     assert "opendkim-tools" in files[firstboot.SCRIPT]  # installed in the image, ready for each server
     clean_up = (Path(__file__).parents[1] / "packer" / "scripts" / "clean-image.sh").read_text()
     assert f"rm -rf {layout.DKIM_PRIVATE_KEY} {layout.DKIM_PUBLIC_RECORD}" in clean_up
     instance = stage_plan(tmp_path, "instance")
     files = write_files(assemble(instance))
-    assert layout.OPENDKIM_CONF in files and "make_dkim_key\n" in files[firstboot.SCRIPT]
+    assert "make_dkim_key\n" in files[firstboot.SCRIPT] and f"cat > {layout.OPENDKIM_CONF}" in files[firstboot.SCRIPT]
     # Each server signs under its own name: servers from one image never share a record.
-    assert f"bakery example.com:web1:{layout.DKIM_PRIVATE_KEY}" in files[mail.KEY_TABLE]
+    assert f"KeyTable\t\tcsl:bakery=example.com:web1:{layout.DKIM_PRIVATE_KEY}\n" in files[firstboot.SCRIPT]
 
 
 # --- opendkim and postfix ----------------------------------------------------------
@@ -150,17 +147,19 @@ def test_an_image_carries_no_key_and_its_servers_make_their_own(tmp_path):
 def test_opendkim_accepts_the_rendered_config(tmp_path):
     opendkim = require_tool("opendkim")
     plan = make_plan(tmp_path, host=MAIL_HOST)
-    (tmp_path / "run").mkdir()
-    where = mail.server_paths()
-    where.key_table, where.signing_table = str(tmp_path / "key.table"), str(tmp_path / "signing.table")
-    (tmp_path / "key.table").write_text(mail.key_table(plan))
-    (tmp_path / "signing.table").write_text(mail.signing_table(plan))
     conf = tmp_path / "opendkim.conf"
-    conf.write_text(mail.opendkim_conf(where))
+    # Written by the services step's own lines, as on the server.
+    step = services_step(plan)
+    start = step.index(f"cat > {layout.OPENDKIM_CONF} <<")
+    lines = step[start:step.index("\nBAKERY_OPENDKIM\n", start) + 17].replace(layout.OPENDKIM_CONF, str(conf))
+    subprocess.run(["bash", "-c", f"set -Eeuo pipefail\n{lines}"], check=True)
+    assert conf.read_text() == mail.opendkim_conf(plan)
     checked = subprocess.run([opendkim, "-n", "-x", str(conf)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    # The check can fail: a table that is not there.
-    (tmp_path / "signing.table").unlink()
+    assert "KeyTable\t\tcsl:bakery=example.com:web:/etc/dkimkeys/bakery.private\n" in conf.read_text()
+    assert "SigningTable\t\tcsl:example.com=bakery,.example.com=bakery\n" in conf.read_text()
+    # The check can fail: a parameter opendkim does not know.
+    conf.write_text(conf.read_text() + "SignAllTheThings\tyes\n")
     assert subprocess.run([opendkim, "-n", "-x", str(conf)], capture_output=True).returncode != 0
 
 
@@ -263,7 +262,7 @@ def test_postfix_takes_every_setting_of_the_services_step(tmp_path):
     assert values["milter_default_action"] == "accept"  # opendkim down: mail leaves unsigned, not lost
     assert values["inet_interfaces"] == "loopback-only" and values["mydestination"] == "localhost"
     # Inside postfix's chroot, the milter's name is the socket opendkim makes.
-    assert f"local:{layout.POSTFIX_QUEUE_DIR}/{mail.MILTER.split(':', 1)[1]}" in mail.opendkim_conf()
+    assert f"local:{layout.POSTFIX_QUEUE_DIR}/{mail.MILTER.split(':', 1)[1]}" in mail.opendkim_conf(plan)
 
 
 def test_no_signer_without_a_dns_domain(tmp_path):

@@ -22,7 +22,6 @@ DKIM_PRIVATE_KEY = f"{DKIM_KEY_DIR}/bakery.private"
 # names the selector and the domain.
 DKIM_PUBLIC_RECORD = f"{DKIM_KEY_DIR}/bakery.txt"
 OPENDKIM_CONF = "/etc/opendkim.conf"
-OPENDKIM_DIR = "/etc/opendkim"  # the key and signing tables
 # Inside postfix's chroot (/var/spool/postfix on Debian and Ubuntu), where its
 # smtpd and cleanup can reach it; postfix names it relative to that folder.
 POSTFIX_QUEUE_DIR = "/var/spool/postfix"

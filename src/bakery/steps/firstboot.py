@@ -62,6 +62,7 @@ def _context(plan, where=None) -> dict:
     return dict(plan=plan, paths=where or paths(plan), steps=step_names(plan), lockdown=LOCKDOWN, script=SCRIPT,
                 state_dir=STATE_DIR, runparts_dir=RUNPARTS_DIR,
                 cert_name=certificate_name(plan) if plan.web else None, dkim=mail.server_paths(),
+                opendkim_conf=mail.opendkim_conf(plan) if plan.mail.dkim and plan.per_server else None,
                 packages=packages.package_list(plan) if plan.shared else [],
                 debconf=packages.debconf_selections(plan) if plan.shared else "")
 
