@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 from .guest import wait_for
 
@@ -33,12 +35,37 @@ def assert_password_login_refused(server, user: str) -> None:
     assert "Permission denied (publickey)" in result.stderr, result.stderr
 
 
-def assert_firewall_allows_exactly(server, rules: set) -> None:
+def assert_firewall_allows_exactly(server, rules: set, limited: frozenset = frozenset({"22/tcp"})) -> None:
+    """ufw is on, lets in exactly ``rules`` and rate-limits ``limited`` of them."""
     status = server.ssh("sudo -n ufw status").stdout
     assert "Status: active" in status, status
-    allowed = {line.split()[0].replace(" (v6)", "") for line in status.splitlines() if " ALLOW " in line}
-    assert allowed == rules, status
+    actions: dict = {}
+    for line in status.splitlines():
+        fields = line.replace(" (v6)", "").split()
+        if len(fields) >= 2 and fields[1] in ("ALLOW", "LIMIT"):
+            actions.setdefault(fields[0], set()).add(fields[1])
+    assert set(actions) == rules, status
+    assert {rule for rule, seen in actions.items() if seen == {"LIMIT"}} == limited, status
     assert "deny (incoming)" in server.ssh("sudo -n ufw status verbose").stdout
+
+
+def ssh_banner_answers(server) -> bool:
+    """One new TCP connection to the guest's SSH port: True when sshd's
+    banner comes back, False when the connection is refused or closed."""
+    try:
+        # A refused connection may hang in the port forward: a short timeout.
+        with socket.create_connection(("127.0.0.1", server.ports[22]), timeout=3) as connection:
+            return connection.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def send_tree(guest, local: Path, remote: str) -> None:
+    """Copy the folder ``local`` to ``remote`` in the guest, over the shared SSH connection."""
+    archive = subprocess.run(["tar", "-C", str(local), "-cz", "--exclude=__pycache__", "."],
+                             capture_output=True, check=True).stdout
+    subprocess.run([*guest.ssh_command(), f"mkdir -p {shlex.quote(remote)} && tar -C {shlex.quote(remote)} -xz"],
+                   input=archive, check=True, timeout=120)
 
 
 def assert_cloud_init_done(server) -> None:
