@@ -116,6 +116,7 @@ class Plan:
     timezone: Optional[str]
     locale: Optional[str]
     keyboard: Optional[str]
+    hardening: bool  # kernel and login hardening (steps/hardening.py)
     password_authentication: bool
     permit_root_login: bool
     ssh_forwarding: bool
@@ -194,6 +195,7 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         target=target, memory_mib=memory, cpus=target.cpus, admin=admin,
         hostname=hostname, fqdn=fqdn, domain=host.get("domain"),
         timezone=host.get("timezone"), locale=host.get("locale"), keyboard=host.get("keyboard"),
+        hardening=host["hardening"],
         password_authentication=ssh["password_authentication"], permit_root_login=ssh["permit_root_login"],
         ssh_forwarding=ssh["forwarding"], firewall=cfg["firewall"]["enabled"],
         app_metadata=cfg["firewall"]["app_metadata"], open_ports=_open_ports(cfg, app),

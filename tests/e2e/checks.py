@@ -157,3 +157,30 @@ def assert_app_process_is_isolated(server, program: str, app_dir: str) -> None:
     for path in ("/etc/bakery", f"/etc/bakery/{program}.env", "/etc/bakery/secrets"):
         assert as_app(f"ls {path} || cat {path}") != 0, path
     assert as_app(f"touch /var/lib/{program}/written && rm /var/lib/{program}/written") == 0  # its data folder
+
+
+def assert_kernel_and_login_hardening(server, in_container: bool) -> None:
+    """host.hardening on the booted server: kernel parameters (set, where the
+    kernel is the guest's own), modules refused, no core dumps and an idle
+    logout in a login shell, the banner, the packages."""
+    from bakery.steps import hardening
+
+    if not in_container:
+        # Every parameter this kernel has (Yama may be missing), in one round trip.
+        keys = " ".join(hardening.SYSCTL)
+        lines = server.ssh(f"for k in {keys}; do v=$(sysctl -n $k 2>/dev/null) && echo \"$k=$v\"; done").stdout
+        found = dict(line.split("=", 1) for line in lines.splitlines())
+        assert set(hardening.SYSCTL) - set(found) <= {"kernel.yama.ptrace_scope"}, found
+        assert {key: value.strip() for key, value in found.items()} == \
+            {key: str(hardening.SYSCTL[key]) for key in found}, found
+    modules = server.ssh("cat /etc/modprobe.d/60-bakery-hardening.conf").stdout
+    assert "install sctp /bin/false" in modules, modules
+    shell = server.ssh("bash -lc 'ulimit -c; echo $TMOUT'").stdout.split()
+    assert shell == ["0", "900"], shell
+    assert "Authorized access only" in server.ssh("cat /etc/issue.net").stdout
+    installed = server.ssh("dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n' " + " ".join(hardening.PACKAGES)).stdout
+    assert installed.count("ii ") == len(hardening.PACKAGES), installed
+    assert "pam_passwdqc" in server.ssh("cat /etc/pam.d/common-password").stdout
+    rounds = server.ssh("grep -E '^SHA_CRYPT_M(IN|AX)_ROUNDS' /etc/login.defs").stdout.split()
+    assert rounds == ["SHA_CRYPT_MIN_ROUNDS", str(hardening.PASSWORD_HASH_ROUNDS),
+                      "SHA_CRYPT_MAX_ROUNDS", str(hardening.PASSWORD_HASH_ROUNDS)], rounds

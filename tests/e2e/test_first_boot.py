@@ -295,6 +295,10 @@ def test_only_root_reaches_the_metadata_service(server):
         server.ssh(f"sudo -n ip addr del {METADATA}/32 dev lo", check=False)
 
 
+def test_kernel_and_login_hardening_is_in_place(server, tier):
+    checks.assert_kernel_and_login_hardening(server, in_container=tier.tier == "container")
+
+
 def test_the_clock_is_kept_in_sync(server, tier):
     daemons = server.ssh("dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n' systemd-timesyncd chrony 2>/dev/null",
                          check=False).stdout
@@ -501,6 +505,6 @@ def test_lynis_hardening_index_beats_a_stock_guest(server, tier, boot_guest, ssh
     stock_index = lynis_hardening_index(stock)
     server.timings["lynis"] = bakery_index
     server.timings["lynis-stock"] = stock_index
-    # Measured: 65 against 58-60 on every distribution. The goal is 15 points
-    # over stock (not reached yet); this holds what is reached against going back.
-    assert bakery_index >= stock_index + 5, (bakery_index, stock_index)
+    # In a container the kernel parameters cannot be set (the host's kernel):
+    # the VM gains more than this.
+    assert bakery_index >= stock_index + 15, (bakery_index, stock_index)
