@@ -18,6 +18,12 @@ SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/us
 CACHE = Path(os.environ.get("BAKERY_TEST_CACHE", Path.home() / ".cache" / "bakery-tests"))
 
 
+def pytest_collection_modifyitems(items):
+    """The guests boot last: the quick tests first, while scripts/test builds
+    the guests' images in the background."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 def tool_path(name: str) -> str | None:
     return shutil.which(name, path=SBIN_PATH)
 
