@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bakery import remote, status
-from bakery.errors import BakeryError, UsageError
+from bakery.errors import BakeryError, ConfigError, UsageError
 from bakery.status import (FIRST_BOOT, Judgement, LogFollower, Progress, Reading, State, Verdict, judge,
                            parse_reading, parse_state, update_watched)
 from bakery.status_view import Display, bar, clean, clock, verdict_lines
@@ -291,6 +291,9 @@ def test_the_names_come_from_the_config_even_with_unset_variables(tmp_path, monk
     assert status.config_names(config, "raspberry-pi")[0] == "pi"
     monkeypatch.chdir(tmp_path / "..")
     assert status.config_names(None, "generic") == (None, None)
+    config.write_text("admin: {name: 'Bad Name'}\n")
+    with pytest.raises(ConfigError, match=r"bakery.yaml:1:9: admin.name: 'Bad Name' is not a name"):
+        status.config_names(config, "generic")
 
 
 def test_after_update_without_an_app_name_is_a_usage_error(tmp_path, workstation):
@@ -382,13 +385,22 @@ def test_a_server_that_does_not_answer_is_waited_for(known_hosts):
     assert not answer.ok and answer.code == 255 and "Connection refused" in answer.reason
 
 
+class Counted(remote.Connection):
+    """A connection that remembers when it ran each command."""
+
+    def run(self, command, script, timeout=remote.CONNECT_TIMEOUT + 50):
+        self.times = getattr(self, "times", []) + [time.monotonic()]
+        return super().run(command, script, timeout)
+
+
 def watch(tree: Tree, where, **options):
     out = io.StringIO()
     options.setdefault("interval", 0.3)
     options.setdefault("verbose", False)
-    with remote.Connection(where, remote.known_hosts_file()) as connection:
+    with Counted(where, remote.known_hosts_file()) as connection:
         verdict = status.watch(connection, tree.watched, show=Display(out, tty=False), **options)
     Display(out, tty=False)(verdict)
+    verdict.times = connection.times
     return verdict, out.getvalue()
 
 
@@ -440,8 +452,10 @@ def test_a_watch_still_running_at_the_timeout_exits_3(sshd, known_hosts, tmp_pat
     assert "is still running at --timeout (0:01): step 2/3 app" in text
 
 
-def test_no_ssh_until_the_timeout_exits_3(known_hosts, tmp_path):
-    verdict, text = watch(Tree(tmp_path), remote.Destination("127.0.0.1", "root", free_port()), timeout=1)
+def test_no_ssh_until_the_timeout_exits_3_and_it_tries_under_the_rate_limit(known_hosts, tmp_path):
+    verdict, text = watch(Tree(tmp_path), remote.Destination("127.0.0.1", "root", free_port()), timeout=8)
     assert (verdict.word, verdict.line, verdict.exit_code) == ("waiting", "waiting", 3)
     assert "bakery: waiting for SSH: " in text and "Connection refused" in text
-    assert re.search(r"no SSH on root@127.0.0.1:\d+ after 0:01 \(--timeout\): .*Connection refused", text)
+    assert re.search(r"no SSH on root@127.0.0.1:\d+ after 0:08 \(--timeout\): .*Connection refused", text)
+    # Each attempt is a new connection: never more than 6 in 30 s (ufw limit), whatever --interval says.
+    assert len(verdict.times) == 2 and verdict.times[1] - verdict.times[0] >= status.RECONNECT_SECONDS

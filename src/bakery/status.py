@@ -28,6 +28,11 @@ from .steps.firstboot import SCRIPT as FIRST_BOOT_SCRIPT
 BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"  # cloud-init's own mark
 EXIT = {"ready": 0, "failed": 1, "running": 3, "waiting": 3}
 LOG_TAIL = 20  # lines of a failed step's log shown with the verdict
+# A poll through the kept connection opens none; without one, each attempt is
+# a new connection, and the server's firewall refuses an address more than 6
+# new SSH connections in 30 s (ufw limit) for as long as it keeps trying that
+# often: one attempt every 6.5 s stays under the limit.
+RECONNECT_SECONDS = 6.5
 LOG_CHUNK = 256 * 1024  # at most this much new log per poll
 # Runs the script on standard input, as root when the state is root's to
 # read: directly when the login is root, else through sudo -n (never a
@@ -323,12 +328,20 @@ def watch(connection: Connection, watched: Watched, *, timeout: float, interval:
         else:
             reason = answer.reason
             show(Waiting(reason, clock() - started))
-        if clock() - started >= timeout:
+        deadline = started + timeout
+        next_poll = polled + (interval if answer.ok else max(interval, RECONNECT_SECONDS))
+        # No new connection attempt squeezed in before the deadline.
+        if clock() >= deadline or (not answer.ok and next_poll > deadline):
+            _pause(deadline, clock, sleep, show)
             return _timed_out(connection, watched, last, reason, timeout)
-        next_poll = min(polled + interval, started + timeout)
-        while clock() < next_poll:
-            sleep(min(0.1, max(0.0, next_poll - clock())))
-            show(Tick())
+        _pause(min(next_poll, deadline), clock, sleep, show)
+
+
+def _pause(until: float, clock: Callable[[], float], sleep: Callable[[float], None], show: Show) -> None:
+    """Wait until ``until``, a tick every tenth of a second."""
+    while clock() < until:
+        sleep(min(0.1, max(0.0, until - clock())))
+        show(Tick())
 
 
 def _final(connection: Connection, watched: Watched, judgement: Judgement) -> Verdict:
@@ -389,26 +402,41 @@ class _Unset(Mapping):
         return len(os.environ)
 
 
+ADMIN_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # as the schema has it
+APP_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
 def config_names(config: Optional[Path], target: str) -> tuple[Optional[str], Optional[str]]:
     """(admin name, app name) from ``config`` (default: ./bakery.yaml when it
-    exists); (None, None) without a config."""
-    from .config import load_config
-    from .defaults import fill
+    exists); (None, None) without a config. Only these two are read, so the
+    rest of the config is not validated (which would cost most of the
+    command's start-up)."""
+    from .defaults import app_name_from_repo, fill
+    from .loader import load_document
     from .targets import get_target
 
     path = config or Path("bakery.yaml")
     if config is None and not path.exists():
         return None, None
     try:
-        doc = load_config(path)
+        doc = load_document(path)
     except ConfigError as error:
         if not all("environment variable" in problem.message for problem in error.problems):
             raise
         # Only variables that are not set here: the two names read here
         # hardly ever come from one, so a stand-in will do.
-        doc = load_config(path, _Unset())
-    filled = fill(doc.data, get_target(target))
-    return filled["admin"]["name"], (filled.get("app") or {}).get("name")
+        doc = load_document(path, _Unset())
+    data = doc.data if isinstance(doc.data, dict) else {}
+    admin = data.get("admin") if isinstance(data.get("admin"), dict) else {}
+    app = data.get("app") if isinstance(data.get("app"), dict) else {}
+    admin_name = admin.get("name", fill({}, get_target(target))["admin"]["name"])
+    app_name = app.get("name") or (app_name_from_repo(app["repo"]) if isinstance(app.get("repo"), str) else None)
+    problems = [doc.problem(key, f"{value!r} is not a name bakery accepts; fix it (bakery validate checks it all)")
+                for key, value, pattern in ((("admin", "name"), admin_name, ADMIN_NAME), (("app", "name"), app_name, APP_NAME))
+                if value is not None and not (isinstance(value, str) and pattern.fullmatch(value))]
+    if problems:
+        raise ConfigError(problems)
+    return admin_name, app_name
 
 
 def run(destination: str, *, show: Show, port: Optional[int] = None, identity: Optional[Path] = None,
@@ -421,8 +449,8 @@ def run(destination: str, *, show: Show, port: Optional[int] = None, identity: O
         app = app or app_name
         if not app:
             raise UsageError("--after-update needs the app's name: --app NAME, or -c bakery.yaml with an app section")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", app):
-            raise UsageError(f"--app: {app!r} is not an app name (lower-case letters, digits, - and _)")
+        if not APP_NAME.fullmatch(app):
+            raise UsageError(f"--app: {app!r} is not an app name (a lower-case letter, then letters, digits, - and _)")
     if interval <= 0:
         raise UsageError("--interval must be more than 0 seconds")
     watched = update_watched(app) if after_update else FIRST_BOOT
