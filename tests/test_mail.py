@@ -394,9 +394,11 @@ def test_bakery_dns_from_reads_the_server_key_and_pins_its_host_key(tmp_path, wo
     assert zone_txt(zone)["web._domainkey.example.com."] == f"v=DKIM1; k=rsa; p={expected.public_key}".encode()
     assert "_dmarc.example.com." in zone and "v=spf1" in zone
     said = first.stderr.decode()
-    assert f"pinned its host key ED25519 {local_server.fingerprint}" in said, said
+    assert "pinned the host key of 127.0.0.1" in said and f"ED25519 {local_server.fingerprint}" in said, said
     known_hosts = tmp_path / "xdg" / "bakery" / "known_hosts"
-    assert f"[127.0.0.1]:{local_server.port}" in known_hosts.read_text()
+    found = subprocess.run(["ssh-keygen", "-F", f"[127.0.0.1]:{local_server.port}", "-f", str(known_hosts)],
+                           capture_output=True, text=True)
+    assert found.returncode == 0 and "ssh-ed25519" in found.stdout, found.stdout
 
     again = run_bakery(command, home=workstation, env=env)
     assert again.returncode == 0 and again.stdout.decode() == zone
@@ -407,7 +409,7 @@ def test_bakery_dns_from_reads_the_server_key_and_pins_its_host_key(tmp_path, wo
     local_server.new_host_key()
     changed = run_bakery(command, home=workstation, env=env)
     assert changed.returncode == 1 and changed.stdout == b""
-    assert "is not the one pinned for it" in changed.stderr.decode(), changed.stderr.decode()
+    assert "is not the one known for it" in changed.stderr.decode(), changed.stderr.decode()
     assert known_hosts.read_text() == pinned
 
 

@@ -23,7 +23,7 @@ LAYERS = [
     {"plan"},
     {"steps"},
     {"cloudconfig"},
-    {"pipeline", "outputs", "dns", "reference", "starter"},
+    {"pipeline", "outputs", "dns", "reference", "starter", "status", "status_view"},
     {"cli", "__main__"},
 ]
 

@@ -247,7 +247,7 @@ def test_app_commands_reach_bash_c_as_one_exact_word(base_plan, setup, migrate):
     # The script's app_run calls (quoted words may span lines), with app_run
     # printing its arguments instead of running them.
     calls = script[script.index("\napp_run ") + 1:script.index("\nsupervisorctl reread")]
-    probe = "app_run() { printf '%s\\0' \"$#\" \"$1\" \"$2\"; }\n" + calls + "\n"
+    probe = "app_run() { printf '%s\\0' \"$#\" \"$1\" \"$2\"; }\nupdate_status() { :; }\n" + calls + "\n"
     out = subprocess.run(["bash", "-c", probe], capture_output=True, check=True).stdout.split(b"\0")[:-1]
     expected = []
     # Migrations as the user the app runs as, setup commands as the code's owner.

@@ -96,18 +96,25 @@ def parse_genkey_record(text: str) -> DkimKey:
 
 def server_dkim_key(destination: remote.Destination, say=lambda message: None) -> DkimKey:
     """The public DKIM key of the server at ``destination``, read over SSH
-    with ``sudo -n cat`` (the admin's passwordless sudo; nothing is changed)."""
+    with ``sudo -n cat`` (the admin's passwordless sudo; nothing is changed).
+    A host key pinned now is told through ``say``."""
     command = f"sudo -n cat {layout.DKIM_PUBLIC_RECORD}"
-    try:
-        text = remote.run(destination, command, say=say)
-    except remote.RemoteCommandError as exc:
-        if "No such file" in exc.stderr:
+    with remote.Connection(destination, remote.known_hosts_file()) as connection:
+        answer = connection.run(command, "")
+        fingerprint = connection.pinned_now() if answer.code != 255 else None
+        if fingerprint:
+            say(f"pinned the host key of {destination.host} ({fingerprint}) in {connection.known_hosts}: only this "
+                "key is accepted for it from now on; compare it with the fingerprints on the server's console")
+    if answer.code == 255:
+        raise BakeryError(f"ssh to {destination} failed: {answer.reason}")
+    if not answer.ok:
+        if "No such file" in answer.stderr:
             raise BakeryError(
                 f"{destination.host} has no DKIM key ({layout.DKIM_PUBLIC_RECORD} is missing): its first boot may "
                 "still be running (cloud-init status), or it was made from a config without mail or without a mail "
-                "domain") from None
-        raise
+                "domain")
+        raise BakeryError(f"{command!r} failed on {destination}: {answer.reason}")
     try:
-        return parse_genkey_record(text)
+        return parse_genkey_record(answer.stdout)
     except ValueError as exc:
         raise BakeryError(f"{layout.DKIM_PUBLIC_RECORD} on {destination.host}: {exc}") from None

@@ -122,12 +122,14 @@ class Plan:
     timezone: Optional[str]
     locale: Optional[str]
     keyboard: Optional[str]
+    hardening: bool  # kernel and login hardening (steps/hardening.py)
     password_authentication: bool
     permit_root_login: bool
     ssh_forwarding: bool
     firewall: bool
     app_metadata: bool  # the app user may reach the metadata service too
     open_ports: list  # ufw rule arguments such as "22/tcp"
+    limited_ports: list  # those of open_ports that ufw rate-limits (`ufw limit`)
     extra_packages: list
     swap_size: Optional[str]  # e.g. "1G", or None
     apt_proxy: Optional[str]
@@ -199,9 +201,11 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         target=target, memory_mib=memory, cpus=target.cpus, admin=admin,
         hostname=hostname, fqdn=fqdn, domain=host.get("domain"),
         timezone=host.get("timezone"), locale=host.get("locale"), keyboard=host.get("keyboard"),
+        hardening=host["hardening"],
         password_authentication=ssh["password_authentication"], permit_root_login=ssh["permit_root_login"],
         ssh_forwarding=ssh["forwarding"], firewall=cfg["firewall"]["enabled"],
         app_metadata=cfg["firewall"]["app_metadata"], open_ports=_open_ports(cfg, app),
+        limited_ports=["22/tcp"] if cfg["firewall"]["ssh_rate_limit"] else [],
         extra_packages=list(cfg["packages"]), swap_size=_swap_size(cfg["swap"], memory),
         apt_proxy=network.get("apt_proxy"), retry_seconds=60 * network["retry_minutes"],
         pip_index_url=network.get("pip_index_url"), ca_certs=ca_certs, wifi=_wifi(network.get("wifi")),

@@ -1,44 +1,36 @@
-"""Reading from a server over SSH, from the workstation: one read-only
-command run as the server's admin with the system's ``ssh`` client, in batch
-mode (never a prompt). Host keys are checked against bakery's own
-known_hosts (``~/.config/bakery/known_hosts``): a server met for the first
-time has its key pinned there, and bakery says so with the key's
-fingerprint; a key that differs from the pinned one is refused."""
+"""The workstation's SSH to a server, for commands that only read from it
+(``bakery status``): the system ``ssh`` client in batch mode, one connection
+opened once and reused for every command (an OpenSSH ControlMaster), and host
+keys checked against bakery's own known_hosts file, where the key of a server
+never met before is pinned on first contact and reported. A key that differs
+from the pinned one (or from the user's own known_hosts) stops everything."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 from .errors import BakeryError, UsageError
 
-CONNECT_TIMEOUT = 15
-COMMAND_TIMEOUT = 120
+CONNECT_TIMEOUT = 10
+# A server that vanishes (power cut) is noticed by the kept connection in
+# ServerAliveInterval x ServerAliveCountMax seconds.
+ALIVE = ("-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3")
+# How long the kept connection outlives bakery when bakery is killed.
+PERSIST_SECONDS = 60
 KEY_CHANGED = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed")
-_HOST = re.compile(r"[A-Za-z0-9._:\[\]%-]+")
-# Key types as ssh-keygen -l and the server's console name them.
-_KEY_TYPES = (("ssh-ed25519", "ED25519"), ("ecdsa-", "ECDSA"), ("ssh-rsa", "RSA"), ("sk-ssh-ed25519", "ED25519-SK"),
-              ("sk-ecdsa-", "ECDSA-SK"))
-_USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
 
 
 class HostKeyError(BakeryError):
-    """The server's host key is not the one pinned for it."""
-
-
-class RemoteCommandError(BakeryError):
-    """The command ran on the server and failed; ``stderr`` says why."""
-
-    def __init__(self, message: str, stderr: str):
-        super().__init__(message)
-        self.stderr = stderr
+    """The server's host key is not the one known for it."""
 
 
 def known_hosts_file(environ: Mapping[str, str] = os.environ) -> Path:
@@ -49,7 +41,7 @@ def known_hosts_file(environ: Mapping[str, str] = os.environ) -> Path:
 
 @dataclass(frozen=True)
 class Destination:
-    """Who logs in where: ``[USER@]HOST``, with the port and key to use."""
+    """Who logs in where: ``[USER@]HOST`` with the port and key to use."""
 
     host: str
     user: Optional[str] = None
@@ -60,86 +52,164 @@ class Destination:
     def parse(cls, text: str, default_user: Optional[str] = None, port: Optional[int] = None,
               identity: Optional[Path] = None) -> "Destination":
         user, _, host = text.rpartition("@")
-        # Never an option for ssh: a host may not start with "-".
-        if not _HOST.fullmatch(host) or host.startswith("-") or (user and not _USER.fullmatch(user)):
-            raise UsageError(f"expected [USER@]HOST (e.g. admin@203.0.113.7 or web.example.com), got {text!r}")
+        if not host or host.startswith("-") or not re.fullmatch(r"[^\s@/]+", host) \
+                or (user and not re.fullmatch(r"[A-Za-z0-9._][A-Za-z0-9._-]*", user)):
+            raise UsageError(f"expected [USER@]HOST, got {text!r}")
         return cls(host, user or default_user, port, identity)
 
-    def options(self) -> list:
-        out = ["-l", self.user] if self.user else []
+    def options(self, login: bool = True) -> list[str]:
+        out = []
+        if self.user and login:
+            out += ["-l", self.user]
         if self.port:
             out += ["-p", str(self.port)]
         if self.identity:
-            out += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
+            out += ["-i", str(self.identity)] + (["-o", "IdentitiesOnly=yes"] if login else [])
         return out
 
     def __str__(self) -> str:
         where = f"{self.user}@{self.host}" if self.user else self.host
-        return f"{where} (port {self.port})" if self.port else where
+        return f"{where}:{self.port}" if self.port else where
+
+    def command_line(self, command: str) -> str:
+        """The ssh command a person types to run ``command`` there."""
+        where = f"{self.user}@{self.host}" if self.user else self.host
+        return shlex.join(["ssh", *self.options(login=False), where, *shlex.split(command)])
 
 
-def fingerprint(known_hosts_line: str) -> str:
-    """``TYPE SHA256:...`` of a known_hosts line, as ssh-keygen -l shows it."""
-    fields = known_hosts_line.split()
-    blob = base64.b64decode(fields[2])
-    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-    kind = next((name for prefix, name in _KEY_TYPES if fields[1].startswith(prefix)), fields[1])
-    return f"{kind} SHA256:{digest}"
+@dataclass
+class Answer:
+    """What one remote command gave: its output, or why SSH did not get there."""
+
+    ok: bool
+    code: int = 255  # ssh's exit status: 255 when SSH itself failed
+    stdout: str = ""
+    stderr: str = ""
+    reason: str = ""  # one line: why it failed
 
 
-def run(destination: Destination, command: str, *, known_hosts: Optional[Path] = None,
-        say: Callable[[str], None] = lambda message: None) -> str:
-    """Run ``command`` on the server and return what it printed. A key pinned
-    now is told through ``say``; a changed key raises HostKeyError, an SSH
-    failure BakeryError, a failed command RemoteCommandError."""
-    if not shutil.which("ssh"):
-        raise BakeryError("ssh is not installed here (the OpenSSH client: apt install openssh-client)")
-    known_hosts = known_hosts or known_hosts_file()
-    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    before = _lines(known_hosts)
-    options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-               # Only bakery's file: a key is pinned there, never in the user's.
-               "-o", f"UserKnownHostsFile={_config_word(str(known_hosts))}",
-               "-o", "StrictHostKeyChecking=accept-new", "-o", "HashKnownHosts=no", "-o", "UpdateHostKeys=no",
-               "-o", "LogLevel=ERROR", *destination.options()]
-    try:
-        result = subprocess.run(["ssh", *options, "--", destination.host, command], capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise BakeryError(f"no answer from {destination} in {COMMAND_TIMEOUT} seconds") from None
-    for line in _lines(known_hosts)[len(before):]:
-        say(f"first contact with {destination.host}: pinned its host key {fingerprint(line)} in {known_hosts} "
-            "(compare it with the fingerprints on the server's console); a different key will be refused")
-    if result.returncode == 255:
-        if any(sign in result.stderr for sign in KEY_CHANGED):
-            raise HostKeyError(_key_changed(destination, known_hosts))
-        raise BakeryError(f"ssh to {destination} failed: {_last_line(result.stderr) or 'exit 255'}")
-    if result.returncode != 0:
-        raise RemoteCommandError(f"{command!r} failed on {destination}: {_last_line(result.stderr)}", result.stderr)
-    return result.stdout
+class Connection:
+    """SSH to one server: ``run`` a shell script there and read what it prints.
+
+    The first command opens the connection, later ones reuse it. Used as a
+    context manager, which closes the connection and its private folder.
+    ``ssh_seconds`` adds up the time spent waiting for ssh.
+    """
+
+    def __init__(self, destination: Destination, known_hosts: Path):
+        if not shutil.which("ssh"):
+            raise BakeryError("ssh is not installed here (the OpenSSH client: apt install openssh-client)")
+        self.destination = destination
+        self.known_hosts = known_hosts
+        self.ssh_seconds = 0.0
+        self._folder = tempfile.mkdtemp(prefix="bakery-ssh-")
+        self._effective = self._ssh_config()
+        self._key_name = self._host_key_name()
+        self._pinned_before = self._known_line() is not None
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _options(self) -> list[str]:
+        known = " ".join(f'"{path}"' if re.search(r"\s", path) else path
+                         for path in [str(self.known_hosts), *self._user_known_hosts()])
+        return [
+            "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", *ALIVE,
+            # New keys go into the first file only, bakery's; the user's own
+            # files are still checked, never written.
+            "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=accept-new",
+            "-o", "UpdateHostKeys=no", "-o", "LogLevel=ERROR",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={self._folder}/master",
+            "-o", f"ControlPersist={PERSIST_SECONDS}",
+            *self.destination.options(),
+        ]
+
+    def _user_known_hosts(self) -> list[str]:
+        return self._effective.get("userknownhostsfile", "").split()
+
+    def _ssh_config(self) -> dict[str, str]:
+        """What ssh makes of the destination with the user's ssh_config (``ssh -G``)."""
+        result = subprocess.run(["ssh", "-G", *self.destination.options(), self.destination.host],
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+        if result.returncode != 0:
+            raise UsageError(f"ssh cannot use {self.destination}: {last_line(result.stderr)}")
+        effective: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            effective.setdefault(key, value)
+        return effective
+
+    def _host_key_name(self) -> str:
+        """The name ssh files the host's key under: ``host`` or ``[host]:port``."""
+        name = self._effective.get("hostkeyalias") or self._effective.get("hostname") or self.destination.host
+        port = self._effective.get("port", "22")
+        return name if port == "22" else f"[{name}]:{port}"
+
+    def _known_line(self) -> Optional[str]:
+        """``NAME TYPE SHA256:...`` when bakery's file holds the host's key."""
+        if not self.known_hosts.exists():
+            return None
+        result = subprocess.run(["ssh-keygen", "-l", "-F", self._key_name, "-f", str(self.known_hosts)],
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
+        return lines[0] if result.returncode == 0 and lines else None
+
+    def pinned_now(self) -> Optional[str]:
+        """Once the first command has run: the key's fingerprint when this
+        connection pinned it (it was not in bakery's file before), else None."""
+        if self._pinned_before:
+            return None
+        line = self._known_line()
+        self._pinned_before = True
+        if line is None:
+            return None
+        _, _, fingerprint = line.partition(" ")
+        return fingerprint
+
+    def run(self, command: str, script: str, timeout: float = CONNECT_TIMEOUT + 50) -> Answer:
+        """Run ``command`` there with ``script`` on its standard input."""
+        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            result = subprocess.run(["ssh", *self._options(), self.destination.host, command], input=script,
+                                    capture_output=True, text=True, errors="surrogateescape", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # A kept connection to a server that went away: start afresh.
+            self._stop_master()
+            return Answer(False, reason=f"no answer in {timeout:.0f}s")
+        finally:
+            self.ssh_seconds += time.monotonic() - started
+        if result.returncode == 255:
+            if any(sign in result.stderr for sign in KEY_CHANGED):
+                raise HostKeyError(self._key_changed(result.stderr))
+            return Answer(False, 255, result.stdout, result.stderr, last_line(result.stderr) or "ssh failed")
+        return Answer(result.returncode == 0, result.returncode, result.stdout, result.stderr,
+                      "" if result.returncode == 0 else last_line(result.stderr) or f"exit {result.returncode}")
+
+    def _key_changed(self, stderr: str) -> str:
+        offending = re.search(r"Offending \S+ key in (\S+):(\d+)", stderr)
+        where = offending.group(1) if offending else str(self.known_hosts)
+        told = re.search(r"The fingerprint for the (\S+) key sent by the remote host is\s+(\S+?)\.?$", stderr, re.M)
+        sent = f" (it sends {told.group(1)} {told.group(2)})" if told else ""
+        return (f"the host key of {self.destination.host} is not the one known for it in {where}{sent}. "
+                "If the server was rebuilt (a new server has new host keys), check the new key against the "
+                "fingerprints on its console, then forget the old one: "
+                f"{shlex.join(['ssh-keygen', '-R', self._key_name, '-f', where])}. "
+                "Otherwise someone may be in the middle of the connection: stop here.")
+
+    def _stop_master(self) -> None:
+        subprocess.run(["ssh", "-o", f"ControlPath={self._folder}/master", "-O", "exit", self.destination.host],
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+
+    def close(self) -> None:
+        if os.path.exists(f"{self._folder}/master"):
+            self._stop_master()
+        shutil.rmtree(self._folder, ignore_errors=True)
 
 
-def _config_word(text: str) -> str:
-    """One word of an ssh option's value (ssh splits it at spaces)."""
-    return f'"{text}"' if re.search(r"\s", text) else text
-
-
-def _lines(path: Path) -> list:
-    try:
-        return [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    except FileNotFoundError:
-        return []
-
-
-def _key_changed(destination: Destination, known_hosts: Path) -> str:
-    name = destination.host if not destination.port or destination.port == 22 \
-        else f"[{destination.host}]:{destination.port}"
-    return (f"the host key of {destination.host} is not the one pinned for it in {known_hosts}: refusing to "
-            "connect. If the server was rebuilt (a new server has new host keys), check its new key against the "
-            f"fingerprints on its console, then forget the old one: ssh-keygen -R '{name}' -f {known_hosts}. "
-            "Otherwise someone may be in the middle of the connection.")
-
-
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    return lines[-1].removeprefix("ssh: ") if lines else ""

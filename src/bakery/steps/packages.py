@@ -14,7 +14,7 @@ from source (the update command then installs them; see update.sh.j2)."""
 from __future__ import annotations
 
 from ..targets import MDNS
-from . import mail
+from . import hardening, mail
 
 
 def package_list(plan) -> list:
@@ -39,6 +39,7 @@ def package_list(plan) -> list:
         pkgs.append("avahi-daemon")  # ssh pi@HOST.local
     if plan.locale:
         pkgs.append("locales")
+    pkgs += hardening.package_list(plan)
     for extra in plan.extra_packages:
         if extra not in pkgs:
             pkgs.append(extra)
