@@ -18,6 +18,12 @@ SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/us
 CACHE = Path(os.environ.get("BAKERY_TEST_CACHE", Path.home() / ".cache" / "bakery-tests"))
 
 
+def pytest_collection_modifyitems(items):
+    """The guests boot last: the quick tests first, while scripts/test builds
+    the guests' images in the background."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 def tool_path(name: str) -> str | None:
     return shutil.which(name, path=SBIN_PATH)
 
@@ -137,12 +143,30 @@ def write_files(doc: dict) -> dict:
     import base64
     import gzip
 
-    files = {}
+    files = {path: content for path, (content, _) in archived_files(doc).items()}
     for entry in doc.get("write_files", []):
         content = entry["content"]
         if entry.get("encoding") == "gz+b64":
             content = gzip.decompress(base64.b64decode(content)).decode("utf-8")
         files[entry["path"]] = content
+    return files
+
+
+def archived_files(doc: dict) -> dict:
+    """{path: (content, mode)} of the files a rendered cloud-config carries
+    in its unpacking bootcmd (when nothing else fit the provider's limit)."""
+    import base64
+    import io
+    import re
+    import tarfile
+
+    files = {}
+    for command in doc.get("bootcmd", []):
+        match = re.search(r"<<'BAKERY_FILES'.*?\n(\S+)\nBAKERY_FILES", command[-1], re.S)
+        if match:
+            with tarfile.open(fileobj=io.BytesIO(base64.b64decode(match.group(1))), mode="r:gz") as tar:
+                for member in tar.getmembers():
+                    files["/" + member.name] = (tar.extractfile(member).read().decode("utf-8"), member.mode)
     return files
 
 

@@ -32,11 +32,19 @@ def test_firewall_allow_opens_each_port_before_ufw_is_enabled(tmp_path, workstat
     result = run_bakery(["render", "-c", cfg], home=workstation)
     assert result.returncode == 0, result.stderr.decode()
     script = first_boot(result)
-    rules = [line.strip() for line in script.splitlines() if line.strip().startswith("ufw allow ")]
-    # 22/tcp is there once: the default rule already opens it.
-    assert rules == ["ufw allow 22/tcp", "ufw allow 80/tcp", "ufw allow 443/tcp", "ufw allow 8080",
+    enable = script.index("ufw --force enable")
+    rules = [line.strip() for line in script[:enable].splitlines() if line.strip().startswith(("ufw allow ", "ufw limit "))]
+    # 22/tcp is there once: the default rule already opens it, rate-limited.
+    assert rules == ["ufw limit 22/tcp", "ufw allow 80/tcp", "ufw allow 443/tcp", "ufw allow 8080",
                      "ufw allow 9000/udp", "ufw allow 60000:61000/tcp"]
-    assert script.rindex("ufw allow ") < script.index("ufw --force enable")
+
+
+def test_ssh_is_rate_limited_unless_the_config_says_otherwise(tmp_path, workstation):
+    limited = first_boot(run_bakery(["render", "-c", write(tmp_path, BASE)], home=workstation))
+    assert "ufw limit 22/tcp" in limited and "ufw allow 22/tcp" not in limited.split("ufw --force enable")[0]
+    cfg = write(tmp_path, BASE + "firewall:\n  ssh_rate_limit: false\n")
+    allowed = first_boot(run_bakery(["render", "-c", cfg], home=workstation))
+    assert "ufw allow 22/tcp" in allowed and "ufw limit" not in allowed
 
 
 @pytest.mark.parametrize("entry, message", [

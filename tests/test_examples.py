@@ -1,13 +1,19 @@
 """The rendered example in examples/rendered/ is what bakery renders today
 (regenerate with scripts/render-examples), and the microblog user-data fits
-the smallest provider limit (16 KiB) as plain #cloud-config text, its large
-files packed as cloud-init unpacks them."""
+the smallest provider limit (16 KiB) as plain #cloud-config text, its files
+packed into one archive that the first bootcmd unpacks."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import shutil
+import subprocess
 
-from conftest import REPO, run_bakery
+import yaml
+
+from bakery.cloudconfig import UNPACKED_MARK, strip_shell_comments
+from conftest import REPO, require_tool, run_bakery
 
 RENDERED = REPO / "examples" / "rendered"
 
@@ -25,4 +31,41 @@ def test_rendered_example_has_not_drifted(tmp_path):
     small = run_bakery(["render", "-c", REPO / "examples" / "microblog.yaml", "--target", "ec2", "--secrets", secrets], home=home)
     assert small.returncode == 0, small.stderr.decode()
     assert small.stdout.startswith(b"#cloud-config\n") and len(small.stdout) <= 16 * 1024
-    assert b"encoding: gz+b64" in small.stdout and b"encoding: gz+b64" not in result.stdout
+    assert b"encoding: gz+b64" not in result.stdout
+
+
+def test_files_that_fit_no_other_way_are_unpacked_by_the_first_bootcmd(tmp_path, workstation):
+    """For a 16 KiB provider the files travel as one archive in a bootcmd;
+    the real sh, base64 and tar unpack it (into a temporary root here) to the
+    files a roomier target gets, with their modes, once per instance."""
+    # The same server compressed as a whole carries its files unpacked.
+    compressed = run_bakery(["render", "-c", REPO / "examples" / "microblog.yaml", "--target", "ec2",
+                             "--format", "gzip-base64"], home=workstation).stdout
+    full = yaml.safe_load(gzip.decompress(base64.b64decode(compressed)))
+    result = run_bakery(["render", "-c", REPO / "examples" / "microblog.yaml", "--target", "ec2"], home=workstation)
+    assert result.returncode == 0, result.stderr.decode()
+    small = yaml.safe_load(result.stdout)
+    assert len(result.stdout) <= 16 * 1024 and "write_files" not in small
+    unpack = small["bootcmd"][0]
+    assert unpack[:2] == ["sh", "-c"] and "BAKERY_FILES" in unpack[2]
+    checked = subprocess.run([require_tool("shellcheck"), "-s", "sh", "-"], input=unpack[2], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+    # The same command, with the root and the instance's state moved into tmp_path.
+    command = unpack[2].replace(" -C / ", f" -C {tmp_path}/root ").replace(UNPACKED_MARK, f"{tmp_path}/unpacked")
+    (tmp_path / "root").mkdir()
+    for _ in range(2):
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "unpacked").exists()
+    for entry in full["write_files"]:
+        path = tmp_path / "root" / entry["path"].lstrip("/")
+        expected = entry["content"]
+        if expected.startswith("#!/bin/"):
+            expected = strip_shell_comments(expected)
+        assert path.read_text() == expected, entry["path"]
+        assert oct(path.stat().st_mode & 0o7777) == oct(int(entry["permissions"], 8)), entry["path"]
+    # A second run finds the mark and leaves first boot's changes alone.
+    script = tmp_path / "root/usr/local/lib/bakery/first-boot.sh"
+    script.write_text("changed")
+    subprocess.run(["sh", "-c", command], check=True)
+    assert script.read_text() == "changed"

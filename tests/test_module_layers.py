@@ -15,7 +15,7 @@ SRC = REPO / "src"
 # Lowest first. A module may import from its own layer or any below it.
 LAYERS = [
     {"errors", "resources", "layout", "stages"},
-    {"fsutil", "targets", "templating"},
+    {"fsutil", "targets", "templating", "remote"},
     {"loader", "keys", "secrets_store"},
     {"schema"},
     {"config", "defaults"},
@@ -23,7 +23,7 @@ LAYERS = [
     {"plan"},
     {"steps"},
     {"cloudconfig"},
-    {"pipeline", "outputs", "dns", "reference", "starter"},
+    {"pipeline", "outputs", "dns", "reference", "starter", "status", "status_view"},
     {"cli", "__main__"},
 ]
 

@@ -77,7 +77,7 @@ def test_base_server_shape(tmp_path, workstation):
     # stdout holds only the artifact; the key note goes to stderr
     assert "using SSH public key" in stderr(result) and "using SSH" not in result.stdout.decode()
     script = write_files(doc)["/usr/local/lib/bakery/first-boot.sh"]
-    assert script.index("ufw allow 22/tcp") < script.index("ufw --force enable")
+    assert script.index("ufw limit 22/tcp") < script.index("ufw --force enable")
 
 
 def test_memory_switches_swap(tmp_path, workstation):

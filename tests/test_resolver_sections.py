@@ -76,7 +76,9 @@ CASES = {
         ("forwarding on", {"ssh": {"forwarding": True}}, "generic", {"ssh_forwarding": True}),
     ],
     "firewall": [
-        ("nginx ports", {}, "generic", {"firewall": True, "open_ports": ["22/tcp", "80/tcp", "443/tcp"]}),
+        ("nginx ports", {}, "generic", {"firewall": True, "open_ports": ["22/tcp", "80/tcp", "443/tcp"],
+                                        "limited_ports": ["22/tcp"]}),
+        ("SSH not rate-limited", {"firewall": {"ssh_rate_limit": False}}, "generic", {"limited_ports": []}),
         ("gunicorn's port without nginx", {}, "raspberry-pi", {"open_ports": ["22/tcp", "8000/tcp"]}),
         ("extra rules once", {"firewall": {"allow": [8080, "22/tcp", "60000:60010/udp"]}}, "generic",
          {"open_ports": ["22/tcp", "80/tcp", "443/tcp", "8080", "60000:60010/udp"]}),

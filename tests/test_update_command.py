@@ -205,6 +205,31 @@ def test_failing_migration_stops_with_an_error(server):
     assert server.supervisorctl() == ["stop fixture"]
 
 
+def test_the_update_writes_its_state_for_bakery_status(server):
+    state = Path(server.where.update_status)
+    v1 = commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    # The migration sees the state the update is in while it runs.
+    server.app.migrate = [f"cat {state} >> seen.log"]
+    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    assert server.update().returncode == 0
+    assert (Path(server.app.dir) / "seen.log").read_text() == "running 3/4 migrate\n"
+    assert state.read_text() == f"ready {v1}\n"
+
+    commit_app(server.origin, "two", "fixture-dep==9.9", "broken")
+    assert server.update("main").returncode != 0
+    assert state.read_text() == "failed install\n"
+    assert server.update("no-such-ref").returncode != 0
+    assert state.read_text() == "failed fetch\n"
+    server.app.migrate = ["false"]
+    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    assert server.update("v1").returncode != 0
+    assert state.read_text() == "failed migrate\n"
+    # First boot's background preparation (and an image's) is no update: it leaves the state alone.
+    assert server.update("--prepare", "v1").returncode == 0
+    assert state.read_text() == "failed migrate\n"
+
+
 def test_update_refuses_to_run_twice_at_once(server):
     import fcntl
 
@@ -215,7 +240,7 @@ def test_update_refuses_to_run_twice_at_once(server):
         fcntl.flock(lock, fcntl.LOCK_EX)
         result = server.update()
     assert result.returncode != 0 and "another fixture-update is running" in result.stderr
-    assert not Path(server.app.dir).exists()
+    assert not Path(server.app.dir).exists() and not Path(server.where.update_status).exists()
 
 
 def test_first_boot_profile_step_keeps_one_block(server, tmp_path):

@@ -18,6 +18,8 @@ cloud-init clean --logs
 rm -f /etc/ssh/ssh_host_*
 # Secrets are born on each server (secrets: server); an image never carries any.
 rm -rf /etc/bakery/secrets
+# So is the DKIM signing key: each server makes its own at its first boot.
+rm -rf /etc/dkimkeys/bakery.private /etc/dkimkeys/bakery.txt /etc/dkimkeys/new.*
 
 # An empty machine-id (not a missing one) makes systemd generate a new id on the
 # next boot without treating it as a first boot of an unprovisioned system.

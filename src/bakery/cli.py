@@ -4,6 +4,7 @@ failures 1, never with a traceback."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -208,22 +209,72 @@ def sd_image(config, target, memory, secrets, image, output, in_place, boot_dir)
 
 @cli.command()
 @_common
-def dns(config, target, memory, secrets):
-    """Print the DNS records (SPF, and DKIM when configured) to add at your
-    DNS provider so that the server's mail is accepted."""
-    from .dns import dns_records, format_records
+@click.option("--from", "server", metavar="[USER@]HOST", default=None,
+              help="Read the DKIM public key the server made at its first boot, over SSH (read-only; USER defaults "
+                   "to admin.name).")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="SSH port of --from.")
+@click.option("-i", "--identity", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="SSH private key for --from.")
+def dns(config, target, memory, secrets, server, port, identity):
+    """Print the DNS records to add at your DNS provider so that the server's
+    mail is accepted: SPF, DKIM (with --from: the key the server signs with)
+    and DMARC."""
+    from .dns import dns_records, format_records, server_dkim_key
+    from .remote import Destination
 
+    if server is None and (port or identity):
+        raise UsageError("-p/--port and -i/--identity go with --from [USER@]HOST")
     rendered = _render(config, target, memory, secrets, save_secrets=False)
-    records = dns_records(rendered.plan)
-    if not records:
-        click.echo("bakery: mail is off (mail.enabled: false): no DNS records needed", err=True)
-        return
     mail = rendered.plan.mail
+    if not mail.enabled:
+        _say("mail is off (mail.enabled: false): no DNS records needed")
+        return
     if "." not in mail.domain:
-        click.echo(f"bakery: warning: mail domain '{mail.domain}' is not a DNS domain; set host.domain or mail.domain", err=True)
-    if not (mail.dkim_selector and mail.dkim_public_key):
-        click.echo("bakery: no DKIM record: set mail.dkim_selector and mail.dkim_public_key to add one", err=True)
-    click.echo(format_records(records), nl=False)
+        _say(f"warning: mail domain '{mail.domain}' is not a DNS domain; set host.domain or mail.domain")
+    key = None
+    if server is not None:
+        destination = Destination.parse(server, rendered.plan.admin.name, port, identity)
+        key = server_dkim_key(destination, say=_say)
+        if key.domain and key.domain != mail.domain:
+            _say(f"warning: the server signs for {key.domain}, not for {mail.domain} (the mail domain of {config})")
+        if mail.dkim_public_key and "".join(mail.dkim_public_key.split()) != key.public_key:
+            _say("note: the server's DKIM key differs from mail.dkim_public_key in the config: publish the record "
+                 "below, then drop (or update) mail.dkim_public_key")
+    elif not mail.dkim_public_key and mail.dkim:
+        _say("no DKIM record: the server makes its key at its first boot; print its record with "
+             "bakery dns --from ADMIN@SERVER")
+    click.echo(format_records(dns_records(rendered.plan, key)), nl=False)
+
+
+@cli.command()
+@click.argument("destination", metavar="[USER@]HOST")
+@click.option("--after-update", is_flag=True, help="Watch the last run of the app's update command instead of first boot.")
+@click.option("--app", default=None, metavar="NAME", help="The app's name, for --after-update (default: the config's).")
+@click.option("-c", "--config", "config", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file (default: ./bakery.yaml when there is one): the admin's name when USER is not "
+                   "given, and the app's name.")
+@click.option("--target", "-t", "target", default="generic", show_default=True, help="The target the config is for.")
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=None, help="SSH port.")
+@click.option("-i", "--identity", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="SSH private key to log in with.")
+@click.option("--timeout", default="30m", show_default=True, help="Give up waiting after this long (90s, 15m, 1h).")
+@click.option("--interval", default="2s", show_default=True, help="Time between two reads of the state.")
+@click.option("-v", "--verbose", is_flag=True, help="Stream the current step's log lines.")
+def status(destination, after_update, app, config, target, port, identity, timeout, interval, verbose):
+    """Watch first boot on a server (or, with --after-update, its update
+    command) over SSH, read-only, until it is ready (exit 0), has failed
+    (exit 1) or --timeout passes (exit 3). The verdict line goes to stdout."""
+    from . import status as watching
+    from .status_view import Display
+
+    tty = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    show = Display(sys.stderr, tty=tty, colour=not os.environ.get("NO_COLOR"))
+    verdict = watching.run(destination, show=show, port=port, identity=identity, config=config, target=target,
+                           after_update=after_update, app=app, verbose=verbose,
+                           timeout=watching.parse_duration(timeout, "--timeout"),
+                           interval=watching.parse_duration(interval, "--interval"))
+    click.echo(verdict.line)
+    sys.exit(verdict.exit_code)
 
 
 def main(argv=None):

@@ -8,6 +8,8 @@ import base64
 import re
 import gzip
 import hashlib
+import io
+import tarfile
 
 import yaml
 
@@ -114,7 +116,62 @@ def fit(cloud_config: dict, limit: int) -> tuple[dict, str]:
         original = originals.get(id(entry), "")
         if entry.get("encoding") == "gz+b64" and original.startswith("#!/bin/"):
             _pack(entry, strip_shell_comments(original))
-    return packed, to_yaml(packed)
+    text = to_yaml(packed)
+    if len(text.encode("utf-8")) <= limit:
+        return packed, text
+    # Still too big: the root-owned files travel together, one gzip stream
+    # compresses better than one per file, unpacked by the first bootcmd.
+    archived = archive_files(cloud_config, strip_comments=True)
+    return archived, to_yaml(archived)
+
+
+# Where the first bootcmd records that it unpacked this instance's files.
+UNPACKED_MARK = "/var/lib/cloud/instance/bakery/unpacked"
+
+
+def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
+    """``cloud_config`` with its root-owned write_files moved into one
+    tar.gz, base64 in a bootcmd that unpacks it before anything uses them
+    (bootcmd runs before write_files, on every boot: once per instance, then
+    never again, so first boot's changes to the files stay)."""
+    keep, archived = [], []
+    for entry in cloud_config.get("write_files", []):
+        owned_by_root = entry.get("owner", "root:root") in ("root:root", "root")
+        plain = set(entry) <= {"path", "owner", "permissions", "content", "encoding"}
+        (archived if owned_by_root and plain else keep).append(entry)
+    if not archived:
+        return cloud_config
+    payload = base64.b64encode(to_gzip(_tar(archived, strip_comments))).decode("ascii")
+    unpack = (f"m={UNPACKED_MARK}; [ ! -e \"$m\" ] || exit 0; mkdir -p \"${{m%/*}}\"\n"
+              "base64 -d <<'BAKERY_FILES' | tar -xzf - -C / && sync && touch \"$m\"\n"
+              f"{payload}\nBAKERY_FILES\n")
+    out = dict(cloud_config)
+    out["bootcmd"] = [["sh", "-c", unpack], *cloud_config.get("bootcmd", [])]
+    if keep:
+        out["write_files"] = keep
+    else:
+        out.pop("write_files", None)
+    return out
+
+
+def _tar(entries: list, strip_comments: bool) -> bytes:
+    """An uncompressed tar of ``entries``, owned by root, in their order,
+    with a fixed mtime: the same files always make the same bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for entry in entries:
+            content = entry["content"]
+            if entry.get("encoding") == "gz+b64":
+                content = gzip.decompress(base64.b64decode(content)).decode("utf-8")
+            if strip_comments and content.startswith("#!/bin/"):
+                content = strip_shell_comments(content)
+            data = content.encode("utf-8")
+            info = tarfile.TarInfo(entry["path"].lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), int(entry.get("permissions", "0644"), 8), 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def _pack(entry: dict, content: str) -> None:

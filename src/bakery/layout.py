@@ -11,7 +11,25 @@ LOG_DIR = "/var/log/bakery"
 WEBROOT = "/var/www/letsencrypt"  # ACME http-01 challenges
 LIB_DIR = "/usr/local/lib/bakery"
 STATE_DIR = "/var/lib/cloud/instance/bakery"  # first boot's progress: status, done, failed
+FIRST_BOOT_STATUS = f"{STATE_DIR}/status"  # "running N/T STEP", "ready" or "failed STEP"
+FIRST_BOOT_LOG = f"{LOG_DIR}/first-boot.log"  # what first-boot.sh.j2 writes
+UPDATE_LOG = f"{LOG_DIR}/update.log"  # what update.sh.j2 writes
 CERT_DIR = "/etc/ssl/bakery"  # the self-signed certificate, made on the server
+
+# DKIM: the signing key is made on the server at first boot, in Debian's
+# folder for opendkim's keys (opendkim's own, mode 0700). Fixed names, so
+# `bakery dns --from` and the image clean-up find them whatever the selector.
+DKIM_KEY_DIR = "/etc/dkimkeys"
+DKIM_PRIVATE_KEY = f"{DKIM_KEY_DIR}/bakery.private"
+# The public half as opendkim-genkey writes it: a zone-file TXT record that
+# names the selector and the domain.
+DKIM_PUBLIC_RECORD = f"{DKIM_KEY_DIR}/bakery.txt"
+OPENDKIM_CONF = "/etc/opendkim.conf"
+# Inside postfix's chroot (/var/spool/postfix on Debian and Ubuntu), where its
+# smtpd and cleanup can reach it; postfix names it relative to that folder.
+POSTFIX_QUEUE_DIR = "/var/spool/postfix"
+OPENDKIM_SOCKET_DIR = "opendkim"
+OPENDKIM_SOCKET = f"{OPENDKIM_SOCKET_DIR}/opendkim.sock"
 
 
 def home(user: str) -> str:
@@ -44,6 +62,16 @@ def certificate(app: str) -> tuple[str, str]:
     return f"{CERT_DIR}/{app}.crt", f"{CERT_DIR}/{app}.key"
 
 
+def update_command(app: str) -> str:
+    return f"/usr/local/bin/{app}-update"
+
+
+def update_status(app: str, log_dir: str = LOG_DIR) -> str:
+    """The update command's state: "running N/T STAGE", "ready COMMIT" or
+    "failed STAGE" (what ``bakery status --after-update`` reads)."""
+    return f"{log_dir}/{app}-update.status"
+
+
 def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
     """Server paths for ``plan``'s app. Tests pass other ``etc``/``log_dir``
     to run the rendered scripts inside a temporary root."""
@@ -52,7 +80,8 @@ def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
         etc=etc,
         log_dir=log_dir,
         webroot=WEBROOT,
-        update=f"/usr/local/bin/{name}-update",
+        update=update_command(name),
+        update_status=update_status(name, log_dir),
         app_state=app_state_dir(name),
         dotenv=f"{etc}/{name}.env",
         profile=f"{etc}/{name}.profile",

@@ -100,8 +100,14 @@ class Web:
 class Mail:
     enabled: bool
     domain: str
-    dkim_selector: Optional[str]
-    dkim_public_key: Optional[str]
+    dkim_selector: str  # of the key the server makes (the config's, else the host name, else "mail")
+    dkim_public_key: Optional[str]  # a key the config names, for `bakery dns` without --from
+    dmarc_reports: str  # where DMARC aggregate reports go (rua)
+
+    @property
+    def dkim(self) -> bool:
+        """The server signs its mail: only a DNS domain can publish the key."""
+        return self.enabled and "." in self.domain
 
 
 @dataclass
@@ -116,12 +122,14 @@ class Plan:
     timezone: Optional[str]
     locale: Optional[str]
     keyboard: Optional[str]
+    hardening: bool  # kernel and login hardening (steps/hardening.py)
     password_authentication: bool
     permit_root_login: bool
     ssh_forwarding: bool
     firewall: bool
     app_metadata: bool  # the app user may reach the metadata service too
     open_ports: list  # ufw rule arguments such as "22/tcp"
+    limited_ports: list  # those of open_ports that ufw rate-limits (`ufw limit`)
     extra_packages: list
     swap_size: Optional[str]  # e.g. "1G", or None
     apt_proxy: Optional[str]
@@ -193,9 +201,11 @@ def resolve(doc: Document, target: Target, secrets: SecretStore, memory_mib: Opt
         target=target, memory_mib=memory, cpus=target.cpus, admin=admin,
         hostname=hostname, fqdn=fqdn, domain=host.get("domain"),
         timezone=host.get("timezone"), locale=host.get("locale"), keyboard=host.get("keyboard"),
+        hardening=host["hardening"],
         password_authentication=ssh["password_authentication"], permit_root_login=ssh["permit_root_login"],
         ssh_forwarding=ssh["forwarding"], firewall=cfg["firewall"]["enabled"],
         app_metadata=cfg["firewall"]["app_metadata"], open_ports=_open_ports(cfg, app),
+        limited_ports=["22/tcp"] if cfg["firewall"]["ssh_rate_limit"] else [],
         extra_packages=list(cfg["packages"]), swap_size=_swap_size(cfg["swap"], memory),
         apt_proxy=network.get("apt_proxy"), retry_seconds=60 * network["retry_minutes"],
         pip_index_url=network.get("pip_index_url"), ca_certs=ca_certs, wifi=_wifi(network.get("wifi")),
@@ -324,11 +334,19 @@ def _wifi(section: Optional[dict]) -> Optional[Wifi]:
                 country=section.get("country"), hidden=section["hidden"])
 
 
+DEFAULT_DKIM_SELECTOR = "mail"  # when bakery knows no host name
+
+
 def _mail(doc: Document, cfg: dict, hostname, fqdn, problems: list) -> Mail:
     section = cfg["mail"]
     domain = section.get("domain") or cfg["host"].get("domain") or fqdn or (hostname or "localhost")
-    return Mail(enabled=section["enabled"], domain=domain, dkim_selector=section.get("dkim_selector"),
-                dkim_public_key=_dkim_public_key(doc, section.get("dkim_public_key"), problems))
+    # Each server makes its own key: by default each also has its own
+    # selector (its host name), so servers sending for one domain never
+    # need the same DNS record.
+    selector = section.get("dkim_selector") or hostname or DEFAULT_DKIM_SELECTOR
+    return Mail(enabled=section["enabled"], domain=domain, dkim_selector=selector,
+                dkim_public_key=_dkim_public_key(doc, section.get("dkim_public_key"), problems),
+                dmarc_reports=section.get("dmarc_reports") or f"postmaster@{domain}")
 
 
 def server_secret_placeholder(name: str) -> str:

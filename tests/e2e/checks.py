@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 from .guest import wait_for
 
@@ -33,12 +35,37 @@ def assert_password_login_refused(server, user: str) -> None:
     assert "Permission denied (publickey)" in result.stderr, result.stderr
 
 
-def assert_firewall_allows_exactly(server, rules: set) -> None:
+def assert_firewall_allows_exactly(server, rules: set, limited: frozenset = frozenset({"22/tcp"})) -> None:
+    """ufw is on, lets in exactly ``rules`` and rate-limits ``limited`` of them."""
     status = server.ssh("sudo -n ufw status").stdout
     assert "Status: active" in status, status
-    allowed = {line.split()[0].replace(" (v6)", "") for line in status.splitlines() if " ALLOW " in line}
-    assert allowed == rules, status
+    actions: dict = {}
+    for line in status.splitlines():
+        fields = line.replace(" (v6)", "").split()
+        if len(fields) >= 2 and fields[1] in ("ALLOW", "LIMIT"):
+            actions.setdefault(fields[0], set()).add(fields[1])
+    assert set(actions) == rules, status
+    assert {rule for rule, seen in actions.items() if seen == {"LIMIT"}} == limited, status
     assert "deny (incoming)" in server.ssh("sudo -n ufw status verbose").stdout
+
+
+def ssh_banner_answers(server) -> bool:
+    """One new TCP connection to the guest's SSH port: True when sshd's
+    banner comes back, False when the connection is refused or closed."""
+    try:
+        # A refused connection may hang in the port forward: a short timeout.
+        with socket.create_connection(("127.0.0.1", server.ports[22]), timeout=3) as connection:
+            return connection.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def send_tree(guest, local: Path, remote: str) -> None:
+    """Copy the folder ``local`` to ``remote`` in the guest, over the shared SSH connection."""
+    archive = subprocess.run(["tar", "-C", str(local), "-cz", "--exclude=__pycache__", "."],
+                             capture_output=True, check=True).stdout
+    subprocess.run([*guest.ssh_command(), f"mkdir -p {shlex.quote(remote)} && tar -C {shlex.quote(remote)} -xz"],
+                   input=archive, check=True, timeout=120)
 
 
 def assert_cloud_init_done(server) -> None:
@@ -130,3 +157,30 @@ def assert_app_process_is_isolated(server, program: str, app_dir: str) -> None:
     for path in ("/etc/bakery", f"/etc/bakery/{program}.env", "/etc/bakery/secrets"):
         assert as_app(f"ls {path} || cat {path}") != 0, path
     assert as_app(f"touch /var/lib/{program}/written && rm /var/lib/{program}/written") == 0  # its data folder
+
+
+def assert_kernel_and_login_hardening(server, in_container: bool) -> None:
+    """host.hardening on the booted server: kernel parameters (set, where the
+    kernel is the guest's own), modules refused, no core dumps and an idle
+    logout in a login shell, the banner, the packages."""
+    from bakery.steps import hardening
+
+    if not in_container:
+        # Every parameter this kernel has (Yama may be missing), in one round trip.
+        keys = " ".join(hardening.SYSCTL)
+        lines = server.ssh(f"for k in {keys}; do v=$(sysctl -n $k 2>/dev/null) && echo \"$k=$v\"; done").stdout
+        found = dict(line.split("=", 1) for line in lines.splitlines())
+        assert set(hardening.SYSCTL) - set(found) <= {"kernel.yama.ptrace_scope"}, found
+        assert {key: value.strip() for key, value in found.items()} == \
+            {key: str(hardening.SYSCTL[key]) for key in found}, found
+    modules = server.ssh("cat /etc/modprobe.d/60-bakery-hardening.conf").stdout
+    assert "install sctp /bin/false" in modules, modules
+    shell = server.ssh("bash -lc 'ulimit -c; echo $TMOUT'").stdout.split()
+    assert shell == ["0", "900"], shell
+    assert "Authorized access only" in server.ssh("cat /etc/issue.net").stdout
+    installed = server.ssh("dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n' " + " ".join(hardening.PACKAGES)).stdout
+    assert installed.count("ii ") == len(hardening.PACKAGES), installed
+    assert "pam_passwdqc" in server.ssh("cat /etc/pam.d/common-password").stdout
+    rounds = server.ssh("grep -E '^SHA_CRYPT_M(IN|AX)_ROUNDS' /etc/login.defs").stdout.split()
+    assert rounds == ["SHA_CRYPT_MIN_ROUNDS", str(hardening.PASSWORD_HASH_ROUNDS),
+                      "SHA_CRYPT_MAX_ROUNDS", str(hardening.PASSWORD_HASH_ROUNDS)], rounds

@@ -219,6 +219,7 @@ class Container(Guest):
         if init is None:
             raise GuestError("no container init to kill")
         os.kill(init, signal.SIGKILL)
+        self.close_ssh()
         try:
             self._process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -247,6 +248,7 @@ class Container(Guest):
                     pass
             self._process = None
         self._stop_slirp()
+        self.close_ssh()
         # The overlay holds every package the guest installed: hundreds of MB.
         for name in ("upper", "overlay-work"):
             shutil.rmtree(self.workdir / name, ignore_errors=True)

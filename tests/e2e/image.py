@@ -21,6 +21,7 @@ print their directories.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -246,6 +247,17 @@ def ensure_image(distro: str = RECORD, log=None) -> BaseImage:
     if image.disk.exists():
         return image
     root.mkdir(parents=True, exist_ok=True)
+    # One build per image at a time: scripts/test may be building it in the
+    # background while the tests ask for it; the second caller waits for it.
+    with open(root / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if image.disk.exists():
+            return image
+        return _build_into(final, image, row, log)
+
+
+def _build_into(final: Path, image: BaseImage, row, log) -> BaseImage:
+    root = final.parent
     _remove_stale_builds(root)
     temporary = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
     log = log or sys.stderr

@@ -3,7 +3,8 @@ first-boot benchmark deploy, and the seeds made from them by bakery's own CLI.
 
 The main scenario is the production stack (MariaDB, the fixture app in a venv
 under gunicorn and supervisor, nginx with a self-signed certificate, ufw,
-hardened sshd), cloning the fixture app from the host's git server. The
+hardened sshd, postfix signing with opendkim), cloning the fixture app from
+the host's git server. The
 Raspberry-Pi-style variant is the same app for the ``raspberry-pi`` target:
 SQLite, no nginx, gunicorn listening on its own port, admin user ``pi``.
 """
@@ -63,8 +64,8 @@ def scenario_config(public_key: str, repo_url: str, admin: str = ADMIN) -> dict:
         "web": {"nginx": True, "tls": "self-signed"},
         # One more port, as users open one: ufw must take bakery's rule.
         "firewall": {"allow": [EXTRA_PORTS]},
-        # The fixture sends no mail; postfix would only add install time.
-        "mail": {"enabled": False},
+        # postfix sends the app's mail, signed by opendkim for example.test.
+        "mail": {"enabled": True},
     }
     cas = host_ca_certs()
     if cas:
@@ -111,11 +112,12 @@ def write_config(directory: Path, public_key: str, repo_url: str, *, pi: bool = 
     return path
 
 
-def bakery(*args: str) -> subprocess.CompletedProcess:
-    """Run the bakery CLI from this checkout, installed or not."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "bakery", *args], env=env,
+def bakery(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the bakery CLI from this checkout, installed or not (``env``: more
+    environment variables)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), full_env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "bakery", *args], env=full_env,
                           capture_output=True, text=True, check=True)
 
 

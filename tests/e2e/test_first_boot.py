@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import gzip
 import re
+from pathlib import Path
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
 
@@ -124,13 +125,17 @@ SSH_AUDIT_ACCEPTED = {
 
 def test_ssh_audit_finds_nothing_to_fix(server):
     import json
-    import subprocess
-    import sys
 
-    # PyPI's ssh-audit, a test dependency (installed with bakery's test extra).
-    # --skip-rate-test: connection throttling is ufw's part, not sshd's.
-    result = subprocess.run([sys.executable, "-m", "ssh_audit", "-j", "--skip-rate-test",
-                             f"127.0.0.1:{server.ports[22]}"], capture_output=True, text=True, timeout=120)
+    import ssh_audit
+
+    # PyPI's ssh-audit, a test dependency (installed with bakery's test extra),
+    # sent into the guest: it opens 11 connections, which the SSH rate limit
+    # (6 in 30 s from one address) would cut short from outside; loopback is
+    # not limited, and the sshd is the same. --skip-rate-test: connection
+    # throttling is ufw's part, not sshd's.
+    checks.send_tree(server, Path(ssh_audit.__file__).parent, "/tmp/bakery-e2e-pylib/ssh_audit")
+    result = server.ssh("PYTHONPATH=/tmp/bakery-e2e-pylib python3 -m ssh_audit -j --skip-rate-test 127.0.0.1:22",
+                        check=False, timeout=120)
     report = json.loads(result.stdout)
     findings = {(section, algorithm["algorithm"], note)
                 for section in ("kex", "key", "enc", "mac") for algorithm in report[section]
@@ -185,8 +190,11 @@ def test_firewall_rules_are_in_the_kernel_through_nftables(server):
     # ufw drives iptables, which on all four distributions is nftables underneath.
     assert "nf_tables" in server.ssh("sudo -n iptables -V").stdout
     rules = server.ssh("sudo -n iptables-save").stdout
-    for port in (22, 80, 443):
+    for port in (80, 443):
         assert re.search(rf"-A ufw-user-input .*--dport {port} .*-j ACCEPT", rules), rules
+    # SSH: rate-limited (ufw limit), then accepted.
+    assert re.search(r"-A ufw-user-input .*--dport 22 .*--seconds 30 --hitcount 6 .*-j ufw-user-limit", rules), rules
+    assert re.search(r"-A ufw-user-input .*--dport 22 .*-j ufw-user-limit-accept", rules), rules
     assert re.search(r"-A ufw-user-input -p udp .*--dports? 60000:60010 .*-j ACCEPT", rules), rules
     assert re.search(r"^:ufw-before-input|^-A INPUT -j ufw-before-input", rules, re.M)
 
@@ -285,6 +293,10 @@ def test_only_root_reaches_the_metadata_service(server):
     finally:
         server.ssh("sudo -n systemctl stop bakery-e2e-metadata", check=False)
         server.ssh(f"sudo -n ip addr del {METADATA}/32 dev lo", check=False)
+
+
+def test_kernel_and_login_hardening_is_in_place(server, tier):
+    checks.assert_kernel_and_login_hardening(server, in_container=tier.tier == "container")
 
 
 def test_the_clock_is_kept_in_sync(server, tier):
@@ -395,6 +407,69 @@ def assert_main_checks(server, repo) -> None:
     test_static_file_served_by_nginx_with_30_day_expiry(server, repo)
 
 
+# --- 7b (MISSION step 8): outgoing mail --------------------------------------------
+
+SEND_MAIL = """
+import smtplib
+from email.message import EmailMessage
+
+message = EmailMessage()
+message["From"] = "Fixture <noreply@example.test>"
+message["To"] = "someone@example.net"
+message["Subject"] = "bakery e2e"
+message.set_content("hello from the app")
+with smtplib.SMTP("localhost", 25) as smtp:
+    smtp.send_message(message)
+"""
+
+
+def test_the_dkim_key_is_made_on_the_server_for_opendkim_alone(server):
+    assert server.ssh("sudo -n stat -c '%a %U' /etc/dkimkeys /etc/dkimkeys/bakery.private").stdout.split() == \
+        ["700", "opendkim", "600", "opendkim"]
+    raw = base64.b64decode(server.ssh("sudo -n base64 -w 0 /var/lib/cloud/instance/user-data.txt").stdout)
+    user_data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    private = server.ssh("sudo -n cat /etc/dkimkeys/bakery.private").stdout
+    assert "PRIVATE KEY" in private and b"PRIVATE KEY" not in user_data
+    assert server.ssh("systemctl is-active opendkim").stdout.strip() == "active"
+
+
+def test_app_mail_leaves_postfix_signed_with_the_key_bakery_dns_prints(server, tier, ssh_key, repo, tmp_path):
+    import email
+
+    from mail_helpers import dkim_verifies, zone_txt
+
+    from .gitserve import GUEST_HOST_ADDRESS
+    from .smtpsink import SmtpSink
+
+    # What the app's .env tells it, sent as the user the app runs as.
+    env = server.ssh(f"sudo -n cat {ENV_FILE}").stdout
+    assert re.search(r"^MAIL_SERVER='localhost'$", env, re.M) and re.search(r"^MAIL_PORT='25'$", env, re.M), env
+    with SmtpSink() as sink:
+        # The receiving mail server, for this test: the sink on the host.
+        server.ssh(f"sudo -n postconf -e 'relayhost = [{GUEST_HOST_ADDRESS}]:{sink.port}' && sudo -n postfix reload")
+        try:
+            server.ssh(f"sudo -n -u {APP}-web python3 -", input=SEND_MAIL)
+            sender, recipients, message = sink.next(timeout=120)
+        finally:
+            server.ssh("sudo -n postconf -e 'relayhost =' && sudo -n postfix reload", check=False)
+    assert recipients == ["someone@example.net"] and sender == "noreply@example.test"
+    signature = re.sub(r"\s+", "", str(email.message_from_bytes(message)["DKIM-Signature"] or ""))
+    tags = dict(tag.split("=", 1) for tag in signature.split(";") if "=" in tag)
+    assert (tags.get("a"), tags.get("d"), tags.get("s")) == ("rsa-sha256", "example.test", "fixture"), message
+
+    config = scenario.write_config(tmp_path, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
+                                   tier=tier.tier)
+    printed = scenario.bakery("dns", "-c", str(config), "--from", f"{scenario.ADMIN}@127.0.0.1",
+                              "-p", str(server.ports[22]), "-i", str(ssh_key),
+                              env={"XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert "pinned the host key of 127.0.0.1" in printed.stderr, printed.stderr
+    zone = printed.stdout
+    assert set(zone_txt(zone)) == {"example.test.", "fixture._domainkey.example.test.", "_dmarc.example.test."}, zone
+    assert dkim_verifies(message, zone), message.decode(errors="replace")
+    # The verifier can say no: the same mail with its body changed.
+    assert not dkim_verifies(message.replace(b"hello from the app", b"hello from elsewhere"), zone)
+
+
 # --- 8: the update command -------------------------------------------------------
 
 def test_update_to_a_good_commit(server, repo):
@@ -436,9 +511,25 @@ def test_after_reboot_everything_holds_and_first_boot_does_not_rerun(server):
     test_cloud_init_done_without_errors(server)
 
 
-# --- 10: the hardening index, against a stock guest ------------------------------
+# --- 10: the SSH rate limit (last but the stock guest: it blocks new connections for 30 s)
+
+def test_new_ssh_connections_from_one_address_are_rate_limited(server):
+    # Earlier tests opened a few connections of their own within the window;
+    # the shared one is open already and is not counted.
+    answered = []
+    while len(answered) < 10 and answered.count(False) < 3:
+        answered.append(checks.ssh_banner_answers(server))
+    # Answered until the limit, refused from then on, and no more than 5 in a row.
+    assert answered[0] and answered[-3:] == [False] * 3, answered
+    assert answered == sorted(answered, reverse=True) and sum(answered) <= 5, answered
+    # An open session is never cut.
+    assert server.ssh("echo still here").stdout.strip() == "still here"
+
+
+# --- 11: the hardening index, against a stock guest ------------------------------
 
 LYNIS_FILES = ("usr/sbin/lynis", "usr/share/lynis", "etc/lynis")
+LYNIS_DISTROS = (RECORD, "debian-13")
 
 
 def lynis_hardening_index(guest) -> int:
@@ -462,9 +553,13 @@ def test_lynis_hardening_index_beats_a_stock_guest(server, tier, boot_guest, ssh
 
     if tier.tier == "vm":
         # Two lynis audits and one more boot would take most of half an hour
-        # under TCG: the index is compared in the container tier, on every
-        # distribution (tests/e2e/README.md).
+        # under TCG: the index is compared in the container tier
+        # (tests/e2e/README.md).
         pytest.skip("lynis runs in the container tier")
+    if tier.distro not in LYNIS_DISTROS:
+        # Two audits and a stock boot cost two minutes a distribution; CI's
+        # budget takes the image of record and Debian 13 (Raspberry Pi OS's base).
+        pytest.skip(f"lynis runs on {', '.join(LYNIS_DISTROS)}")
     bakery_index = lynis_hardening_index(server)
     public_key = ssh_key.with_suffix(".pub").read_text().strip()
     user_data = "#cloud-config\n" + yaml.safe_dump({"users": [{
@@ -478,6 +573,6 @@ def test_lynis_hardening_index_beats_a_stock_guest(server, tier, boot_guest, ssh
     stock_index = lynis_hardening_index(stock)
     server.timings["lynis"] = bakery_index
     server.timings["lynis-stock"] = stock_index
-    # Measured: 65 against 58-60 on every distribution. The goal is 15 points
-    # over stock (not reached yet); this holds what is reached against going back.
-    assert bakery_index >= stock_index + 5, (bakery_index, stock_index)
+    # In a container the kernel parameters cannot be set (the host's kernel):
+    # the VM gains more than this.
+    assert bakery_index >= stock_index + 15, (bakery_index, stock_index)

@@ -40,7 +40,8 @@ LOG = "/var/log/bakery/first-boot.log"
 # packages step runs, so any step), what runs, and the log line that each
 # start of that work writes.
 BUSY = {
-    "packages": ("packages", "pgrep -x dpkg", r"== step \d+/\d+ packages$"),
+    # dpkg at work, with git unpacked already (a file of this boot's to break).
+    "packages": ("packages", "pgrep -x dpkg && test -e /var/lib/dpkg/info/git.md5sums", r"== step \d+/\d+ packages$"),
     "app": (None, "pgrep -f 'bin/pip install'", r"-update: updating to v1$"),
 }
 
@@ -64,6 +65,19 @@ def running_step(guest) -> str:
     return match.group(1) if match else ""
 
 
+def break_a_file_dpkg_wrote(upper) -> tuple:
+    """Empty the first regular file of a package this boot unpacked (it is
+    in the container's overlay), as a lost write leaves it; (package, path)."""
+    for md5sums in sorted((upper / "var/lib/dpkg/info").glob("*.md5sums")):
+        for line in md5sums.read_text().splitlines():
+            path = line.split(None, 1)[1]
+            target = upper / path
+            if target.is_file() and not target.is_symlink() and target.stat().st_size > 0:
+                target.write_bytes(b"")
+                return md5sums.name.removesuffix(".md5sums"), "/" + path
+    raise AssertionError("the cut came before dpkg had unpacked any package")
+
+
 @pytest.mark.parametrize("tier", PLATFORMS, ids=str)
 @pytest.mark.parametrize("step", sorted(BUSY))
 def test_power_cut_during_first_boot_then_it_finishes(step, tier, boot_guest, ssh_key, tmp_path):
@@ -75,6 +89,11 @@ def test_power_cut_during_first_boot_then_it_finishes(step, tier, boot_guest, ss
                         timeout=1200, interval=1), guest.first_boot_status()
         guest.timings[f"cut-during-{step}"] = guest.mark("cut")
         guest.cut_power()
+        broken = None
+        if step == "packages" and tier.tier == "container":
+            # What a VM's power cut can do to a file dpkg wrote without
+            # syncing it (--force-unsafe-io); a container keeps the host's cache.
+            broken = break_a_file_dpkg_wrote(guest.workdir / "upper")
 
         guest.start()
         guest.wait_ssh(timeout=400)
@@ -83,6 +102,11 @@ def test_power_cut_during_first_boot_then_it_finishes(step, tier, boot_guest, ss
         log = guest.ssh(f"sudo -n cat {LOG}").stdout
         # The cut work started twice: once before the cut, once after it.
         assert len(re.findall(started, log, re.M)) >= 2, log[-3000:]
+        if broken:
+            package, path = broken
+            assert re.search(rf"unwritten belong to: .*\b{re.escape(package)}\b", log), log[-3000:]
+            assert guest.ssh(f"dpkg --verify {package}").stdout == "", path
+            assert int(guest.ssh(f"stat -c %s {path}").stdout) > 0, path
         assert_main_checks(guest, repo)
     finally:
         repo.close()

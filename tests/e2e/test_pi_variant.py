@@ -156,6 +156,11 @@ def test_avahi_installed_and_pi_groups(server):
     assert server.ssh("systemctl is-enabled ssh").stdout.strip() == "enabled"
 
 
+def test_hardened_but_usb_storage_stays(server, tier):
+    checks.assert_kernel_and_login_hardening(server, in_container=tier.tier == "container")
+    assert "usb-storage" not in server.ssh("cat /etc/modprobe.d/60-bakery-hardening.conf").stdout
+
+
 # --- supervisor (last: it restarts the app) -----------------------------------------------
 
 def test_supervisor_restarts_killed_gunicorn(server):

@@ -103,6 +103,7 @@ class VM(Guest):
 
     def cut_power(self) -> None:
         """SIGKILL QEMU: what the guest had not written to its disk is lost."""
+        self.close_ssh()
         self._process.kill()
         self._process.wait()
         self._process = None
@@ -121,3 +122,4 @@ class VM(Guest):
             self._process.kill()
             self._process.wait()
         self._process = None
+        self.close_ssh()

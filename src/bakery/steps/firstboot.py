@@ -19,14 +19,15 @@ owns completion instead:
 from __future__ import annotations
 
 from ..templating import render
-from . import packages
+from . import mail, packages
 from ..layout import LIB_DIR, STATE_DIR, paths
+from .hardening import PASSWORD_HASH_ROUNDS, SYSCTL_FILE
 from .web import certificate_name
 
 SCRIPT = f"{LIB_DIR}/first-boot.sh"
 RUNPARTS_DIR = "/var/lib/cloud/scripts/per-instance"
 # The steps that close the machine; each later step opens something.
-LOCKDOWN = ("ssh", "packages", "firewall", "services")
+LOCKDOWN = ("ssh", "packages", "firewall", "harden", "services")
 
 
 def step_names(plan) -> list:
@@ -36,6 +37,8 @@ def step_names(plan) -> list:
         steps += ["ssh", "packages"]
         if plan.firewall:
             steps.append("firewall")
+        if plan.hardening:
+            steps.append("harden")
     web = plan.web if plan.app else None
     nginx = bool(web and web.nginx)
     if plan.mail.enabled or (plan.shared and nginx):
@@ -60,8 +63,9 @@ def step_names(plan) -> list:
 
 def _context(plan, where=None) -> dict:
     return dict(plan=plan, paths=where or paths(plan), steps=step_names(plan), lockdown=LOCKDOWN, script=SCRIPT,
-                state_dir=STATE_DIR, runparts_dir=RUNPARTS_DIR,
-                cert_name=certificate_name(plan) if plan.web else None,
+                state_dir=STATE_DIR, runparts_dir=RUNPARTS_DIR, sysctl_file=SYSCTL_FILE, hash_rounds=PASSWORD_HASH_ROUNDS,
+                cert_name=certificate_name(plan) if plan.web else None, dkim=mail.server_paths(),
+                opendkim_conf=mail.opendkim_conf(plan) if plan.mail.dkim and plan.per_server else None,
                 packages=packages.package_list(plan) if plan.shared else [],
                 debconf=packages.debconf_selections(plan) if plan.shared else "")
 

@@ -14,6 +14,7 @@ from source (the update command then installs them; see update.sh.j2)."""
 from __future__ import annotations
 
 from ..targets import MDNS
+from . import hardening, mail
 
 
 def package_list(plan) -> list:
@@ -32,10 +33,13 @@ def package_list(plan) -> list:
                 pkgs += ["certbot"]
     if plan.mail.enabled:
         pkgs.append("postfix")
+    if plan.mail.dkim:
+        pkgs += mail.PACKAGES
     if plan.target.can(MDNS):
         pkgs.append("avahi-daemon")  # ssh pi@HOST.local
     if plan.locale:
         pkgs.append("locales")
+    pkgs += hardening.package_list(plan)
     for extra in plan.extra_packages:
         if extra not in pkgs:
             pkgs.append(extra)
