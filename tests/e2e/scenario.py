@@ -6,7 +6,10 @@ under gunicorn and supervisor, nginx with a self-signed certificate, ufw,
 hardened sshd, postfix signing with opendkim), cloning the fixture app from
 the host's git server. The
 Raspberry-Pi-style variant is the same app for the ``raspberry-pi`` target:
-SQLite, no nginx, gunicorn listening on its own port, admin user ``pi``.
+SQLite, no nginx, gunicorn listening on its own port, admin user ``pi``. The
+Let's Encrypt variant is the main scenario with ``tls: letsencrypt`` against a
+local ACME CA (``acmeserve.py``), with SQLite and no mail, which its checks do
+not need.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ def letsencrypt_config(public_key: str, repo_url: str, acme_directory: str, acme
     ``acme_cas`` (that CA's roots), as a server of a private CA would."""
     config = scenario_config(public_key, repo_url)
     config["database"] = {"engine": "sqlite"}
+    config["mail"] = {"enabled": False}
     config["web"] = {"nginx": True, "tls": "letsencrypt", "domain": DOMAIN, "email": ACME_EMAIL,
                      "acme_server": acme_directory}
     config["network"] = {"ca_certs": [*host_ca_certs(), *map(str, acme_cas)]}
