@@ -65,17 +65,46 @@ def running_step(guest) -> str:
     return match.group(1) if match else ""
 
 
+def installed_this_boot(upper) -> list:
+    """The packages dpkg installed in this boot (their file lists are in the
+    container's overlay) that the repair itself does not need (not
+    Essential, not of priority required: with dpkg's own binary emptied
+    nothing could reinstall anything), with their stanzas in dpkg's status."""
+    stanzas = {}
+    for stanza in (upper / "var/lib/dpkg/status").read_text().split("\n\n"):
+        name = re.search(r"^Package: (\S+)$", stanza, re.M)
+        if name:
+            stanzas[name.group(1)] = stanza
+    return [(name, stanzas[name]) for name in sorted(stanzas)
+            if (upper / f"var/lib/dpkg/info/{name}.md5sums").exists()
+            and "\nStatus: install ok installed\n" in stanzas[name]
+            and not re.search(r"^(Essential: yes|Priority: required)$", stanzas[name], re.M)]
+
+
 def break_a_file_dpkg_wrote(upper) -> tuple:
-    """Empty the first regular file of a package this boot unpacked (it is
-    in the container's overlay), as a lost write leaves it; (package, path)."""
-    for md5sums in sorted((upper / "var/lib/dpkg/info").glob("*.md5sums")):
-        for line in md5sums.read_text().splitlines():
+    """Empty the first regular file of a package this boot unpacked, as a
+    lost write leaves it; (package, path)."""
+    for package, _ in installed_this_boot(upper):
+        for line in (upper / f"var/lib/dpkg/info/{package}.md5sums").read_text().splitlines():
             path = line.split(None, 1)[1]
             target = upper / path
             if target.is_file() and not target.is_symlink() and target.stat().st_size > 0:
                 target.write_bytes(b"")
-                return md5sums.name.removesuffix(".md5sums"), "/" + path
+                return package, "/" + path
     raise AssertionError("the cut came before dpkg had unpacked any package")
+
+
+def leave_half_installed(upper, spared: str) -> str:
+    """Mark in dpkg's database a package this boot installed (not ``spared``)
+    as a cut in the middle of its unpacking leaves it: half-installed, to
+    be installed again. Its name."""
+    status = upper / "var/lib/dpkg/status"
+    for package, stanza in installed_this_boot(upper):
+        if package != spared:
+            half = stanza.replace("Status: install ok installed", "Status: install reinstreq half-installed")
+            status.write_text(status.read_text().replace(stanza, half, 1))
+            return package
+    raise AssertionError("no package of this boot's is installed yet")
 
 
 @pytest.mark.parametrize("tier", PLATFORMS, ids=str)
@@ -89,11 +118,14 @@ def test_power_cut_during_first_boot_then_it_finishes(step, tier, boot_guest, ss
                         timeout=1200, interval=1), guest.first_boot_status()
         guest.timings[f"cut-during-{step}"] = guest.mark("cut")
         guest.cut_power()
-        broken = None
+        broken = half = None
         if step == "packages" and tier.tier == "container":
             # What a VM's power cut can do to a file dpkg wrote without
             # syncing it (--force-unsafe-io); a container keeps the host's cache.
             broken = break_a_file_dpkg_wrote(guest.workdir / "upper")
+            # And what a cut while dpkg unpacks a package leaves, whenever
+            # the cut came (apt stops at it; dpkg --configure -a cannot finish it).
+            half = leave_half_installed(guest.workdir / "upper", spared=broken[0])
 
         guest.start()
         guest.wait_ssh(timeout=400)
@@ -107,6 +139,10 @@ def test_power_cut_during_first_boot_then_it_finishes(step, tier, boot_guest, ss
             assert re.search(rf"unwritten belong to: .*\b{re.escape(package)}\b", log), log[-3000:]
             assert guest.ssh(f"dpkg --verify {package}").stdout == "", path
             assert int(guest.ssh(f"stat -c %s {path}").stdout) > 0, path
+        if half:
+            assert re.search(rf"half-installed or files it left unwritten belong to: .*\b{re.escape(half)}\b", log), \
+                log[-3000:]
+            assert guest.ssh(f"dpkg-query -W -f '${{db:Status-Abbrev}}' {half}").stdout.strip() == "ii", half
         assert_main_checks(guest, repo)
     finally:
         repo.close()
