@@ -68,8 +68,14 @@ def send_tree(guest, local: Path, remote: str) -> None:
                    input=archive, check=True, timeout=120)
 
 
-def assert_cloud_init_done(server) -> None:
+def assert_cloud_init_done(server, timeout: float = 300) -> None:
+    # After a reboot nginx and the app serve before cloud-init's last stage
+    # (After=multi-user.target) has ended: it is waited for, then judged.
     status = server.ssh("cloud-init status --long", check=False)
+    deadline = time.monotonic() + timeout
+    while "status: running" in status.stdout and time.monotonic() < deadline:
+        time.sleep(5)
+        status = server.ssh("cloud-init status --long", check=False)
     assert "status: done" in status.stdout, status.stdout + status.stderr
     result = json.loads(server.ssh("cat /run/cloud-init/result.json").stdout)
     assert result["v1"]["errors"] == [], result
