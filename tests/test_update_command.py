@@ -311,11 +311,16 @@ def make_user(tmp_path):
     made = []
 
     def make(suffix: str, *groups: str):
-        name = f"bakery-t{os.getpid() % 100000}{next(_user_numbers)}{suffix}"
-        home = tmp_path / "home" / name
         extra = ["--groups", ",".join(groups)] if groups else []
-        subprocess.run(["useradd", "--system", "--user-group", "--home-dir", str(home), "--shell", "/bin/sh", *extra,
-                        name], check=True)
+        while True:
+            # Another test run may hold a name (or a killed one left it): the next number then.
+            name = f"bakery-t{os.getpid() % 100000}-{next(_user_numbers)}{suffix}"[:32]
+            home = tmp_path / "home" / name
+            made_user = subprocess.run(["useradd", "--system", "--user-group", "--home-dir", str(home),
+                                        "--shell", "/bin/sh", *extra, name])
+            if made_user.returncode != 9:  # 9: the name is taken
+                made_user.check_returncode()
+                break
         made.append(name)
         # Every folder above the home must be traversable for the user.
         for folder in [tmp_path, *tmp_path.parents]:

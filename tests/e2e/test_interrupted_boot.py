@@ -65,26 +65,31 @@ def running_step(guest) -> str:
     return match.group(1) if match else ""
 
 
-def installed_this_boot(upper) -> list:
-    """The packages dpkg installed in this boot (their file lists are in the
+def unpacked_this_boot(upper) -> list:
+    """The packages dpkg unpacked in this boot (their file lists are in the
     container's overlay) that the repair itself does not need (not
     Essential, not of priority required: with dpkg's own binary emptied
-    nothing could reinstall anything), with their stanzas in dpkg's status."""
-    stanzas = {}
-    for stanza in (upper / "var/lib/dpkg/status").read_text().split("\n\n"):
-        name = re.search(r"^Package: (\S+)$", stanza, re.M)
-        if name:
-            stanzas[name.group(1)] = stanza
-    return [(name, stanzas[name]) for name in sorted(stanzas)
-            if (upper / f"var/lib/dpkg/info/{name}.md5sums").exists()
-            and "\nStatus: install ok installed\n" in stanzas[name]
-            and not re.search(r"^(Essential: yes|Priority: required)$", stanzas[name], re.M)]
+    nothing could reinstall anything), with dpkg's latest record of each
+    (its journal, ``updates/``, over its status file); configured ones
+    first (the cut may come before any is)."""
+    dpkg = upper / "var/lib/dpkg"
+    records = {}
+    for text in [(dpkg / "status").read_text(), *(path.read_text() for path in sorted((dpkg / "updates").glob("[0-9]*")))]:
+        for stanza in text.split("\n\n"):
+            name = re.search(r"^Package: (\S+)$", stanza, re.M)
+            if name:
+                records[name.group(1)] = stanza.strip("\n") + "\n"
+    found = [(name, record) for name, record in sorted(records.items())
+             if (dpkg / f"info/{name}.md5sums").exists()
+             and re.search(r"^Status: install ok (installed|unpacked|half-configured)$", record, re.M)
+             and not re.search(r"^(Essential: yes|Priority: required)$", record, re.M)]
+    return sorted(found, key=lambda item: "\nStatus: install ok installed\n" not in item[1])
 
 
 def break_a_file_dpkg_wrote(upper) -> tuple:
     """Empty the first regular file of a package this boot unpacked, as a
     lost write leaves it; (package, path)."""
-    for package, _ in installed_this_boot(upper):
+    for package, _ in unpacked_this_boot(upper):
         for line in (upper / f"var/lib/dpkg/info/{package}.md5sums").read_text().splitlines():
             path = line.split(None, 1)[1]
             target = upper / path
@@ -95,16 +100,17 @@ def break_a_file_dpkg_wrote(upper) -> tuple:
 
 
 def leave_half_installed(upper, spared: str) -> str:
-    """Mark in dpkg's database a package this boot installed (not ``spared``)
-    as a cut in the middle of its unpacking leaves it: half-installed, to
-    be installed again. Its name."""
-    status = upper / "var/lib/dpkg/status"
-    for package, stanza in installed_this_boot(upper):
+    """Record in dpkg's journal, as a cut in the middle of its unpacking
+    leaves it, a package this boot unpacked (not ``spared``): half-installed,
+    to be installed again. Its name."""
+    updates = upper / "var/lib/dpkg/updates"
+    for package, record in unpacked_this_boot(upper):
         if package != spared:
-            half = stanza.replace("Status: install ok installed", "Status: install reinstreq half-installed")
-            status.write_text(status.read_text().replace(stanza, half, 1))
+            half = re.sub(r"^Status: .*$", "Status: install reinstreq half-installed", record, count=1, flags=re.M)
+            numbers = [int(path.name) for path in updates.glob("[0-9]*")]
+            (updates / f"{max(numbers, default=-1) + 1:04d}").write_text(half)
             return package
-    raise AssertionError("no package of this boot's is installed yet")
+    raise AssertionError("no other package of this boot's is unpacked yet")
 
 
 @pytest.mark.parametrize("tier", PLATFORMS, ids=str)
