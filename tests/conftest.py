@@ -164,7 +164,7 @@ def archived_files(doc: dict) -> dict:
     for command in doc.get("bootcmd", []):
         match = re.search(r"<<'BAKERY_FILES'.*?\n(\S+)\nBAKERY_FILES", command[-1], re.S)
         if match:
-            with tarfile.open(fileobj=io.BytesIO(base64.b64decode(match.group(1))), mode="r:gz") as tar:
+            with tarfile.open(fileobj=io.BytesIO(base64.b85decode(match.group(1))), mode="r:gz") as tar:
                 for member in tar.getmembers():
                     files["/" + member.name] = (tar.extractfile(member).read().decode("utf-8"), member.mode)
     return files

@@ -154,8 +154,9 @@ def test_supervisor_program_parses_with_supervisors_own_parser(tmp_path):
     result = subprocess.run(["/usr/bin/python3", "-c", SUPERVISOR_PARSE, str(main)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     conf = json.loads(result.stdout)["microblog"]
-    assert conf["command"] == "/home/microblog/microblog/venv/bin/gunicorn -b 127.0.0.1:8000 -w 4 microblog:app"
-    assert conf["directory"] == "/home/microblog/microblog"
+    # Through the current link: a restart serves the release it points at.
+    assert conf["command"] == "/home/microblog/microblog/current/venv/bin/gunicorn -b 127.0.0.1:8000 -w 4 microblog:app"
+    assert conf["directory"] == "/home/microblog/microblog/current"
     assert conf["uid"] == 0 and conf["umask"] == 0o007
     assert conf["autostart"] is True and "RestartUnconditionally" in conf["autorestart"]
     assert conf["stopasgroup"] is True and conf["killasgroup"] is True

@@ -129,6 +129,9 @@ def fit(cloud_config: dict, limit: int) -> tuple[dict, str]:
 UNPACKED_MARK = "/var/lib/cloud/instance/bakery/unpacked"
 
 
+B85_DECODE = "python3 -c 'import base64,sys;sys.stdout.buffer.write(base64.b85decode(sys.stdin.read().strip()))'"
+
+
 def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
     """``cloud_config`` with its root-owned write_files moved into one
     tar.gz, base64 in a bootcmd that unpacks it before anything uses them
@@ -141,9 +144,11 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
         (archived if owned_by_root and plain else keep).append(entry)
     if not archived:
         return cloud_config
-    payload = base64.b64encode(to_gzip(_tar(archived, strip_comments))).decode("ascii")
+    # Base85 (decoded by cloud-init's own python3) adds a quarter to the
+    # archive's size where base64 adds a third: about 1 KB of a 16 KiB limit.
+    payload = base64.b85encode(to_gzip(_tar(archived, strip_comments))).decode("ascii")
     unpack = (f"m={UNPACKED_MARK}; [ ! -e \"$m\" ] || exit 0; mkdir -p \"${{m%/*}}\"\n"
-              "base64 -d <<'BAKERY_FILES' | tar -xzf - -C / && sync && touch \"$m\"\n"
+              f"{B85_DECODE} <<'BAKERY_FILES' | tar -xzf - -C / && sync && touch \"$m\"\n"
               f"{payload}\nBAKERY_FILES\n")
     out = dict(cloud_config)
     out["bootcmd"] = [["sh", "-c", unpack], *cloud_config.get("bootcmd", [])]
