@@ -518,6 +518,8 @@ def test_update_to_a_broken_commit_keeps_old_version_serving(server, repo):
 
 
 def _fixture_source(repo) -> str:
+    """fixture.py as committed; the requirements v3 broke, made whole again."""
+    repo.write("requirements.txt", (Path(__file__).parent / "fixture_app" / "requirements.txt").read_text())
     return (repo.worktree / "fixture.py").read_text()
 
 
