@@ -156,17 +156,18 @@ def archived_files(doc: dict) -> dict:
     """{path: (content, mode)} of the files a rendered cloud-config carries
     in its unpacking bootcmd (when nothing else fit the provider's limit)."""
     import base64
-    import io
+    import lzma
     import re
-    import tarfile
 
     files = {}
     for command in doc.get("bootcmd", []):
         match = re.search(r"<<'BAKERY_FILES'.*?\n(\S+)\nBAKERY_FILES", command[-1], re.S)
         if match:
-            with tarfile.open(fileobj=io.BytesIO(base64.b64decode(match.group(1))), mode="r:gz") as tar:
-                for member in tar.getmembers():
-                    files["/" + member.name] = (tar.extractfile(member).read().decode("utf-8"), member.mode)
+            data = lzma.decompress(base64.b85decode(match.group(1)))
+            while data:
+                path, mode, size, data = data.split(b"\n", 3)
+                files[path.decode()] = (data[:int(size)].decode("utf-8"), int(mode, 8))
+                data = data[int(size):]
     return files
 
 

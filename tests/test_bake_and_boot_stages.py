@@ -8,6 +8,7 @@ for real (prepare in the image, then a first boot without the network)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -261,29 +262,36 @@ def test_packer_bakes_the_image_stage(target, tmp_path, workstation):
 
 # --- the update command: prepared in the image, finished offline on first boot ---
 
-def test_prepare_in_the_image_then_first_boot_without_the_network(tmp_path):
+def test_prepare_in_the_image_then_first_boot_without_the_network(tmp_path, request):
     from test_update_command import Server, commit_app, git
 
     server = Server(tmp_path)
+    request.addfinalizer(server.stop)
     server.plan.stage = "image"  # the update command a baked image carries
-    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    server.rewrite()
     v1 = commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
     git(server.origin, "tag", "v1")
     app_dir = Path(server.app.dir)
+    migrate_log = Path(server.app.data_dir) / "migrate.log"
 
     bake = server.update("--prepare", "v1")
     assert bake.returncode == 0, bake.stdout + bake.stderr
-    assert server.head() == v1 and server.installed() == "1.0"
-    # Code and venv only: no .env, no migration, nothing asked of supervisor.
-    assert not (app_dir / ".env").exists() and not (app_dir / "migrate.log").exists()
+    # A release of its own, with code and venv only: not current, no .env,
+    # no migration, nothing asked of supervisor.
+    [release] = server.releases()
+    assert (Path(server.app.base) / "releases" / release / "venv" / ".bakery-prepared").read_text() == f"v1 {v1}\n"
+    assert not os.path.lexists(app_dir) and not migrate_log.exists()
+    assert not (Path(server.app.base) / "releases" / release / ".env").exists()
     assert server.supervisorctl() == []
 
     # The server started from the image: the origin is out of reach.
     server.origin.rename(tmp_path / "unreachable")
     boot = server.update("--prepared", "v1")
     assert boot.returncode == 0, boot.stdout + boot.stderr
-    assert "were prepared: no fetch, no pip install" in boot.stdout
-    assert (app_dir / ".env").exists() and (app_dir / "migrate.log").read_text() == "1.0\n"
+    assert f"{release} was prepared: no fetch, no pip install" in boot.stdout
+    assert server.head() == v1 and server.installed() == "1.0" and server.serves() == "one"
+    assert server.current() == f"releases/{release}"
+    assert (app_dir / ".env").exists() and migrate_log.read_text() == "1.0\n"
     assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
 
     # A ref the image was not prepared for is fetched as usual (and fails here, offline).

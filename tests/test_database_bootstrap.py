@@ -1,7 +1,8 @@
 """The rendered database bootstrap against a real MariaDB server that the
 test starts in a temporary data directory, on a unix socket only: what it
 creates, what it grants, that it can run twice, and that no password can
-break out of its SQL string."""
+break out of its SQL string; and the update command's dump before
+migrations, with the restore command it prints, on MariaDB and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -191,3 +192,79 @@ def test_postgresql_bootstrap_twice_and_login(tmp_path, postgres):
     wrong = subprocess.run(["psql", "-h", str(postgres), "-U", "blogger", "-d", "blog", "-c", "SELECT 1"],
                            capture_output=True, text=True, env=dict(os.environ, PGPASSWORD="nope"))
     assert wrong.returncode != 0
+
+
+# --- the update command's dump before migrations, and its restore command ------
+
+def dump_and_restore(plan) -> tuple[str, str]:
+    """The update command's dump_db function and RESTORE_DB line, which the
+    tests run for real: the dump gzipped into a file, then the restore command
+    the update prints, with sudo taken off (the tests run as root)."""
+    from bakery.steps import app as app_step
+
+    script = app_step.update_script(plan)
+    lines = script.splitlines()
+    dump = next(line for line in lines if line.startswith("dump_db() {"))
+    restore = next(line for line in lines if line.startswith("RESTORE_DB="))
+    return dump, restore
+
+
+def run_bash(text: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", text], capture_output=True, text=True, env=env, cwd="/")
+
+
+def test_the_update_dump_restores_the_mysql_database_as_it_was(tmp_path, mariadb):
+    plan, sql = bootstrap(tmp_path, name="dumped", user="dumped")
+    mariadb.client(sql=sql)
+    mariadb.client("dumped", sql="CREATE TABLE greeting (id INT PRIMARY KEY, text VARCHAR(20)); "
+                                 "INSERT INTO greeting VALUES (1, 'before');")
+    # The clients the script finds first on PATH: the real ones, on the test server's socket.
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    for name in ("mariadb", "mariadb-dump"):
+        (wrappers / name).write_text(f'#!/bin/sh\nexec {require_tool(name)} --socket={mariadb.socket} "$@"\n')
+        (wrappers / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{wrappers}:{os.environ['PATH']}")
+    dump, restore = dump_and_restore(plan)
+    file = tmp_path / "dump.gz"
+    made = run_bash(f"{dump}\ndump_db | gzip > {file}", env)
+    assert made.returncode == 0, made.stderr
+    # What a failed migration leaves: a changed row and a new table.
+    mariadb.client("dumped", sql="UPDATE greeting SET text = 'after'; CREATE TABLE added (x INT);")
+    command = run_bash(f'{restore}\necho "${{RESTORE_DB/DUMP/{file}}}"', env).stdout.strip()
+    assert command == f"sudo zcat {file} | sudo {wrappers}/mariadb"
+    done = run_bash(command.replace("sudo ", ""), env)
+    assert done.returncode == 0, done.stderr
+    assert mariadb.query("SELECT text FROM greeting", "dumped") == ["before"]
+    assert mariadb.query("SHOW TABLES", "dumped") == ["greeting"]
+    # The app's database only, and its user still reaches it.
+    import gzip
+    text = gzip.decompress(file.read_bytes()).decode()
+    assert "CREATE DATABASE" in text and "`mysql`" not in text
+    assert mariadb.query("SELECT COUNT(*) FROM greeting", "dumped", user="dumped", password=plan.database.password) == ["1"]
+
+
+def test_the_update_dump_restores_the_postgresql_database_as_it_was(tmp_path, postgres):
+    plan = make_plan(tmp_path, database={"engine": "postgresql", "name": "dumped", "user": "dumper"})
+    as_pg = ["runuser", "-u", "postgres", "--", "psql", "-h", str(postgres), "-q", "-v", "ON_ERROR_STOP=1"]
+    subprocess.run(as_pg, input=database.bootstrap_sql(plan).encode(), check=True, capture_output=True, cwd="/")
+
+    def psql(sql: str, db: str = "dumped") -> str:
+        return subprocess.run([*as_pg, "-At", "-d", db, "-c", sql], capture_output=True, text=True, check=True,
+                              cwd="/").stdout.strip()
+
+    psql("CREATE TABLE greeting (id INT PRIMARY KEY, text TEXT); INSERT INTO greeting VALUES (1, 'before'); "
+         "ALTER TABLE greeting OWNER TO dumper")
+    env = dict(os.environ, PGHOST=str(postgres))
+    dump, restore = dump_and_restore(plan)
+    file = tmp_path / "dump.gz"
+    made = run_bash(f"{dump}\ndump_db | gzip > {file}", env)
+    assert made.returncode == 0, made.stderr
+    psql("UPDATE greeting SET text = 'after'; CREATE TABLE added (x INT)")
+    command = run_bash(f'{restore}\necho "${{RESTORE_DB/DUMP/{file}}}"', env).stdout.strip()
+    assert command == f"sudo zcat {file} | sudo -u postgres psql -q -d postgres"
+    done = run_bash(command.replace("sudo -u postgres ", "runuser -u postgres -- ").replace("sudo ", ""), env)
+    assert done.returncode == 0, done.stderr
+    assert psql("SELECT text FROM greeting") == "before"
+    assert psql("SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'") == "greeting"
+    assert psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'dumped'", "postgres") == "dumper"

@@ -36,7 +36,7 @@ def test_rendered_example_has_not_drifted(tmp_path):
 
 def test_files_that_fit_no_other_way_are_unpacked_by_the_first_bootcmd(tmp_path, workstation):
     """For a 16 KiB provider the files travel as one archive in a bootcmd;
-    the real sh, base64 and tar unpack it (into a temporary root here) to the
+    the real sh and python3 unpack it (into a temporary root here) to the
     files a roomier target gets, with their modes, once per instance."""
     # The same server compressed as a whole carries its files unpacked.
     compressed = run_bakery(["render", "-c", REPO / "examples" / "microblog.yaml", "--target", "ec2",
@@ -51,7 +51,8 @@ def test_files_that_fit_no_other_way_are_unpacked_by_the_first_bootcmd(tmp_path,
     checked = subprocess.run([require_tool("shellcheck"), "-s", "sh", "-"], input=unpack[2], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout
     # The same command, with the root and the instance's state moved into tmp_path.
-    command = unpack[2].replace(" -C / ", f" -C {tmp_path}/root ").replace(UNPACKED_MARK, f"{tmp_path}/unpacked")
+    command = unpack[2].replace("' / <<'BAKERY_FILES'", f"' {tmp_path}/root <<'BAKERY_FILES'")
+    command = command.replace(UNPACKED_MARK, f"{tmp_path}/unpacked")
     (tmp_path / "root").mkdir()
     for _ in range(2):
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)

@@ -154,8 +154,9 @@ def test_supervisor_program_parses_with_supervisors_own_parser(tmp_path):
     result = subprocess.run(["/usr/bin/python3", "-c", SUPERVISOR_PARSE, str(main)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     conf = json.loads(result.stdout)["microblog"]
-    assert conf["command"] == "/home/microblog/microblog/venv/bin/gunicorn -b 127.0.0.1:8000 -w 4 microblog:app"
-    assert conf["directory"] == "/home/microblog/microblog"
+    # Through the current link: a restart serves the release it points at.
+    assert conf["command"] == "/home/microblog/microblog/current/venv/bin/gunicorn -b 127.0.0.1:8000 -w 4 microblog:app"
+    assert conf["directory"] == "/home/microblog/microblog/current"
     assert conf["uid"] == 0 and conf["umask"] == 0o007
     assert conf["autostart"] is True and "RestartUnconditionally" in conf["autorestart"]
     assert conf["stopasgroup"] is True and conf["killasgroup"] is True
@@ -245,13 +246,16 @@ def test_app_commands_reach_bash_c_as_one_exact_word(base_plan, setup, migrate):
     base_plan.app.setup, base_plan.app.migrate = list(setup), list(migrate)
     script = app_step.update_script(base_plan)
     # The script's app_run calls (quoted words may span lines), with app_run
-    # printing its arguments instead of running them.
-    calls = script[script.index("\napp_run ") + 1:script.index("\nsupervisorctl reread")]
+    # printing its arguments instead of running them: the setup commands in
+    # the new release before the dump, the migrations after the stop.
+    calls = script[script.index("\napp_run ") + 1:script.index('\nif [ -n "$CUR" ]; then\n  update_status running 3/6')]
+    if migrate:
+        calls += "\n" + script[script.index("\nMIGRATED=1\n") + 1:script.index("\nupdate_status running 5/6")]
     probe = "app_run() { printf '%s\\0' \"$#\" \"$1\" \"$2\"; }\nupdate_status() { :; }\n" + calls + "\n"
     out = subprocess.run(["bash", "-c", probe], capture_output=True, check=True).stdout.split(b"\0")[:-1]
     expected = []
-    # Migrations as the user the app runs as, setup commands as the code's owner.
-    for who, cmd in [("as_run", c) for c in migrate] + [("as_app", c) for c in setup]:
+    # Setup commands as the code's owner, migrations as the user the app runs as.
+    for who, cmd in [("as_app", c) for c in setup] + [("as_run", c) for c in migrate]:
         expected += [b"2", who.encode(), cmd.encode()]
     assert out == expected
 

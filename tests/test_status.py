@@ -35,7 +35,7 @@ ESCAPES = re.compile(r"[\x1b\r]")
 
 @pytest.mark.parametrize("line, state", [
     ("running 6/9 app", State("running", "app", 6, 9, line="running 6/9 app")),
-    ("running 2/4 install\n", State("running", "install", 2, 4, line="running 2/4 install")),
+    ("running 2/6 install\n", State("running", "install", 2, 6, line="running 2/6 install")),
     ("running fetch", State("running", "fetch", line="running fetch")),
     ("ready", State("ready", line="ready")),
     ("ready 0123abcd" * 1, State("ready", commit="0123abcd", line="ready 0123abcd")),
@@ -102,7 +102,7 @@ def test_an_unknown_state_is_an_error():
 
 def test_the_update_counts_from_its_start():
     update = update_watched("fixture")
-    running = judge(update, reading(state="running 2/4 install", written=9_990, started=9_970))
+    running = judge(update, reading(state="running 2/6 install", written=9_990, started=9_970))
     assert not running.final and running.elapsed == 30
     ready = judge(update, reading(state="ready " + "ab" * 20, written=9_995, started=9_970))
     assert ready.final and ready.elapsed == 25 and ready.state.commit == "ab" * 20

@@ -1,13 +1,16 @@
 """The rendered update command (also the first-boot app step) run for real
 inside a temporary root: a local git repository of a tiny WSGI app, a real
 venv and pip (offline, from a local wheelhouse), git, bash. Only
-supervisorctl is replaced, by a stand-in that records its calls: the test
-is about what the script asks supervisor to do and when.
+supervisorctl is replaced, by a stand-in that records its calls and, like
+supervisor, starts the release ``current`` points at (a real WSGI server on
+a free port, which the health check asks) and stops it.
 
 Proves: first install, update to a new commit, a broken commit (pip cannot
-install it) fails and leaves the previous checkout and venv in place without
-stopping the app, a bad ref stops nothing, and the first-boot profile step
-can run twice."""
+install it) fails and leaves the previous release serving without stopping
+it, a bad ref stops nothing; releases and ``current``, the health check and
+the automatic rollback, the dump before migrations, ``--rollback``,
+pruning, a release cut off halfway; and the first-boot profile step can run
+twice."""
 
 from __future__ import annotations
 
@@ -16,7 +19,10 @@ import hashlib
 import itertools
 import os
 import pwd
+import signal
+import socket
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -55,12 +61,12 @@ def git(repo: Path, *args) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
 
 
-def commit_app(repo: Path, version: str, dep: str, message: str) -> str:
+def commit_app(repo: Path, version: str, dep: str, message: str, status: str = "200 OK") -> str:
     (repo / "wsgi.py").write_text(
         "import fixture_dep\n\n"
         f"VERSION = {version!r}\n\n"
         "def app(environ, start_response):\n"
-        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        f"    start_response({status!r}, [('Content-Type', 'text/plain')])\n"
         "    return [VERSION.encode()]\n")
     (repo / "requirements.txt").write_text(dep + "\n")
     (repo / ".gitignore").write_text("venv/\n.env\n*.log\n")
@@ -73,7 +79,10 @@ class Server:
     """A temporary root holding the app user's home, /etc/bakery, the logs,
     and a supervisorctl stand-in; the rendered update script installed in it."""
 
+    made: list = []
+
     def __init__(self, tmp_path: Path):
+        Server.made.append(self)
         require_tool("git")
         require_tool("python3")
         if os.geteuid() != 0:
@@ -89,7 +98,8 @@ class Server:
         make_wheel(self.wheels, "fixture-extra", "1.0")
 
         plan = make_plan(tmp_path, app=dict(MICROBLOG_APP, name="fixture", ref="v1", environment={"FLASK_APP": "wsgi.py"}))
-        app = plan.app
+        app = self.app = plan.app
+        self.plan = plan
         app.repo = str(self.origin)
         # The test runs as root: the "app user" is root, so the script runs
         # its app steps directly instead of through runuser; so is the user
@@ -97,12 +107,17 @@ class Server:
         # has real ones).
         app.user = app.run_user = pwd.getpwuid(os.geteuid()).pw_name
         app.data_dir = str(self.root / "data")
-        app.home = str(self.root / "home")
-        app.dir = f"{app.home}/fixture"
-        app.venv = f"{app.dir}/venv"
+        self.place(str(self.root / "home"))
         app.pip_packages = ["fixture-extra"]
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            app.port = free.getsockname()[1]
+        app.bind, app.health_timeout = f"127.0.0.1:{app.port}", 5
+        plan.database.engine, plan.database.path = "sqlite", f"{app.data_dir}/fixture.db"
         # The venv's python comes first on PATH, and the login environment is set.
-        app.migrate = ["python -c 'import fixture_dep; print(fixture_dep.VERSION)' >> migrate.log"]
+        app.migrate = [f"python -c 'import fixture_dep; print(fixture_dep.VERSION)' >> {app.data_dir}/migrate.log",
+                       f"python -c \"import sqlite3; c = sqlite3.connect('{app.data_dir}/fixture.db'); "
+                       "c.execute('CREATE TABLE IF NOT EXISTS t (x)'); c.execute('INSERT INTO t VALUES (1)'); c.commit()\""]
         app.setup = ['printf "%s\\n" "$FLASK_APP" >> setup.log']
         self.plan = plan
         self.app = app
@@ -111,22 +126,63 @@ class Server:
         Path(app.home).mkdir(parents=True)
         (etc / "fixture.env").write_text(render("dotenv.j2", plan=plan))
         (etc / "fixture.env").chmod(0o600)
-        self.where = paths(plan, etc=str(etc), log_dir=str(logs))
+        self.where = paths(plan, etc=str(etc), log_dir=str(logs), backups=str(self.root / "backups"))
         self.script = self.root / "fixture-update"
-        self.script.write_text(app_step.update_script(plan, etc=str(etc), log_dir=str(logs)))
-        self.script.chmod(0o755)
         self.bin = self.root / "bin"
         self.bin.mkdir()
         self.calls = self.root / "supervisorctl.calls"
+        self.pid = self.root / "app.pid"
+        self.rewrite()
+
+    def place(self, home: str) -> None:
+        """The app user's home: its app folder, releases and current link in it."""
+        app = self.app
+        app.home, app.base = home, f"{home}/fixture"
+        app.dir, app.venv = f"{app.base}/current", f"{app.base}/current/venv"
+
+    def rewrite(self) -> None:
+        """The update command and the supervisorctl stand-in, for the plan as it is now."""
+        app = self.app
+        self.script.write_text(app_step.update_script(self.plan, etc=self.where.etc, log_dir=self.where.log_dir,
+                                                      backups=self.where.backups.rsplit("/", 1)[0]))
+        self.script.chmod(0o755)
+        # supervisor's part: start serves the release current points at (as
+        # gunicorn would, from that folder and its venv), stop ends it.
+        serve = ("import sys; sys.path.insert(0, '.'); from wsgi import app; from wsgiref.simple_server import make_server; "
+                 f"make_server('127.0.0.1', {app.port}, app).serve_forever()")
         fake = self.bin / "supervisorctl"
-        fake.write_text(f'#!/bin/sh\necho "$*" >> {self.calls}\n')
+        fake.write_text(f'#!/bin/bash\necho "$*" >> {self.calls}\ncase $1 in\n'
+                        f'  start) cd {app.dir} && {{ venv/bin/python -c "{serve}" </dev/null >/dev/null 2>&1 9>&- & '
+                        f'echo $! > {self.pid}; }} ;;\n'
+                        f'  stop) [ ! -s {self.pid} ] || {{ kill "$(cat {self.pid})" || true; rm {self.pid}; sleep 0.2; }} ;;\nesac\n')
         fake.chmod(0o755)
 
+    def env(self) -> dict:
+        return dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", PIP_NO_INDEX="1",
+                    PIP_FIND_LINKS=str(self.wheels), BAKERY_RETRY_PAUSE="0", BAKERY_RETRY_FOR="3", PIP_NO_CACHE_DIR="1")
+
     def update(self, *ref) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}", PIP_NO_INDEX="1",
-                   PIP_FIND_LINKS=str(self.wheels), BAKERY_RETRY_PAUSE="0", BAKERY_RETRY_FOR="3", PIP_NO_CACHE_DIR="1")
         self.calls.write_text("")
-        return subprocess.run([str(self.script), *ref], capture_output=True, text=True, env=env, timeout=300)
+        return subprocess.run([str(self.script), *ref], capture_output=True, text=True, env=self.env(), timeout=300)
+
+    def stop(self) -> None:
+        if self.pid.exists() and self.pid.read_text().strip():
+            subprocess.run(["kill", self.pid.read_text().strip()], capture_output=True)
+
+    def serves(self) -> str:
+        """What the app answers now (the release the stand-in supervisor started)."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.app.port}/", timeout=5) as response:
+            return response.read().decode()
+
+    def current(self) -> str:
+        return os.readlink(self.app.dir)
+
+    def previous(self) -> str:
+        return os.readlink(f"{self.app.base}/previous")
+
+    def releases(self) -> list[str]:
+        return sorted(os.listdir(f"{self.app.base}/releases"))
 
     def head(self) -> str:
         return git(Path(self.app.dir), "rev-parse", "HEAD")
@@ -139,6 +195,13 @@ class Server:
         return self.calls.read_text().splitlines()
 
 
+@pytest.fixture(autouse=True)
+def _stop_servers():
+    yield
+    while Server.made:
+        Server.made.pop().stop()
+
+
 @pytest.fixture
 def server(tmp_path):
     return Server(tmp_path)
@@ -148,18 +211,19 @@ def test_install_update_and_a_broken_commit(server):
     v1 = commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
     git(server.origin, "tag", "v1")
 
-    # First boot: clone, venv, install, .env, migrate, setup, start.
+    # First boot: clone, venv, install, .env, setup, migrate, start, health check.
     first = server.update()
     assert first.returncode == 0, first.stdout + first.stderr
     app_dir = Path(server.app.dir)
-    assert server.head() == v1 and server.installed() == "1.0"
+    migrate_log = Path(server.app.data_dir) / "migrate.log"
+    assert server.head() == v1 and server.installed() == "1.0" and server.serves() == "one"
     assert Path(server.app.venv, "bin", "python").exists()
     assert (Path(server.app.venv) / "lib").is_dir() and "fixture_extra" in subprocess.run(
         [f"{server.app.venv}/bin/pip", "list", "--format=freeze"], capture_output=True, text=True).stdout.replace("-", "_")
     env_file = app_dir / ".env"
     assert oct(env_file.stat().st_mode & 0o777) == "0o640"
     assert "SECRET_KEY=" in env_file.read_text()
-    assert (app_dir / "migrate.log").read_text() == "1.0\n"
+    assert migrate_log.read_text() == "1.0\n"
     assert (app_dir / "setup.log").read_text() == "wsgi.py\n"
     assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
     assert "fixture runs " + v1 in Path(server.where.log_dir, "update.log").read_text()
@@ -168,41 +232,44 @@ def test_install_update_and_a_broken_commit(server):
     v2 = commit_app(server.origin, "two", "fixture-dep==2.0", "v2")
     second = server.update("main")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert server.head() == v2 and server.installed() == "2.0"
-    assert (app_dir / "migrate.log").read_text() == "1.0\n2.0\n"
+    assert server.head() == v2 and server.installed() == "2.0" and server.serves() == "two"
+    assert migrate_log.read_text() == "1.0\n2.0\n"
     assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
 
     # A commit pip cannot install: the update fails before stopping anything,
-    # and the checkout and venv stay at the running version.
+    # the release serving stays current, and the unfinished one is gone.
+    releases = server.releases()
     commit_app(server.origin, "three", "fixture-dep==9.9", "broken")
     broken = server.update("main")
     assert broken.returncode != 0
-    assert f"pip install failed: back at {v2}" in broken.stdout
-    assert server.head() == v2 and server.installed() == "2.0"
-    assert server.supervisorctl() == []
-    assert (app_dir / "migrate.log").read_text() == "1.0\n2.0\n"
+    assert f"pip install failed: {releases[-1]} still serves" in broken.stdout
+    assert server.head() == v2 and server.installed() == "2.0" and server.serves() == "two"
+    assert server.supervisorctl() == [] and server.releases() == releases
+    assert migrate_log.read_text() == "1.0\n2.0\n"
 
     # A ref that does not exist: nothing stopped, nothing changed.
     missing = server.update("no-such-ref")
     assert missing.returncode != 0 and server.head() == v2 and server.supervisorctl() == []
 
-    # Back to the tag (a rollback is an update to an older ref).
+    # Back to the tag (a rollback is an update to an older ref): its release is deployed again.
     back = server.update("v1")
     assert back.returncode == 0, back.stdout + back.stderr
-    assert server.head() == v1 and server.installed() == "1.0"
+    assert f"{v1} is installed in {releases[0]}" in back.stdout
+    assert server.head() == v1 and server.installed() == "1.0" and server.serves() == "one"
+    assert server.current() == f"releases/{releases[0]}" and server.previous() == f"releases/{releases[1]}"
 
 
-def test_failing_migration_stops_with_an_error(server):
+def test_failing_migration_on_a_first_install_starts_nothing(server):
     commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
     git(server.origin, "tag", "v1")
-    assert server.update().returncode == 0
     server.app.migrate = ["false"]
-    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    server.rewrite()
     result = server.update()
     assert result.returncode != 0
     assert "FAILED at line" in result.stdout
-    # It stopped at the migration: the app is not started on a half-migrated database.
+    # Nothing served before: nothing is started on a half-migrated database.
     assert server.supervisorctl() == ["stop fixture"]
+    assert not os.path.lexists(server.app.dir)
 
 
 def test_the_update_writes_its_state_for_bakery_status(server):
@@ -210,10 +277,11 @@ def test_the_update_writes_its_state_for_bakery_status(server):
     v1 = commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
     git(server.origin, "tag", "v1")
     # The migration sees the state the update is in while it runs.
-    server.app.migrate = [f"cat {state} >> seen.log"]
-    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    seen = Path(server.app.data_dir) / "seen.log"
+    server.app.migrate = [f"cat {state} >> {seen}"]
+    server.rewrite()
     assert server.update().returncode == 0
-    assert (Path(server.app.dir) / "seen.log").read_text() == "running 3/4 migrate\n"
+    assert seen.read_text() == "running 4/6 migrate\n"
     assert state.read_text() == f"ready {v1}\n"
 
     commit_app(server.origin, "two", "fixture-dep==9.9", "broken")
@@ -221,13 +289,129 @@ def test_the_update_writes_its_state_for_bakery_status(server):
     assert state.read_text() == "failed install\n"
     assert server.update("no-such-ref").returncode != 0
     assert state.read_text() == "failed fetch\n"
+    commit_app(server.origin, "unhealthy", "fixture-dep==1.0", "unhealthy", status="500 Internal Server Error")
+    assert server.update("main").returncode != 0
+    assert state.read_text() == "failed health\n"
     server.app.migrate = ["false"]
-    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    server.rewrite()
     assert server.update("v1").returncode != 0
     assert state.read_text() == "failed migrate\n"
+    # One release only: nothing to go back to.
+    alone = server.update("--rollback")
+    assert alone.returncode != 0 and "no previous release" in alone.stdout
     # First boot's background preparation (and an image's) is no update: it leaves the state alone.
     assert server.update("--prepare", "v1").returncode == 0
     assert state.read_text() == "failed migrate\n"
+
+
+def test_releases_health_check_rollback_dump_and_pruning(server):
+    v1 = commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    assert server.update().returncode == 0
+    [first] = server.releases()
+    assert first.endswith("-" + v1[:12]) and server.current() == f"releases/{first}"
+    assert not os.path.lexists(f"{server.app.base}/previous")
+    backups = Path(server.where.backups)
+    assert not backups.exists()  # nothing served before: nothing to dump
+
+    # A new release: installed beside the one serving, the database dumped, switched.
+    v2 = commit_app(server.origin, "two", "fixture-dep==2.0", "v2")
+    good = server.update("main")
+    assert good.returncode == 0, good.stdout
+    second = server.releases()[-1]
+    assert server.current() == f"releases/{second}" and server.previous() == f"releases/{first}"
+    assert server.serves() == "two" and server.head() == v2
+    [dump] = backups.iterdir()
+    assert dump.name == f"{second}.before.gz" and oct(dump.stat().st_mode & 0o777) == "0o600"
+    assert oct(backups.stat().st_mode & 0o777) == "0o700"
+    # The dump is the database before this release's migrations: one row, not two.
+    import gzip
+    import sqlite3
+    copy = server.root / "restored.db"
+    copy.write_bytes(gzip.decompress(dump.read_bytes()))
+    assert sqlite3.connect(copy).execute("SELECT COUNT(*) FROM t").fetchone() == (1,)
+
+    # A release whose app answers 500: back to the one before, started again.
+    commit_app(server.origin, "three", "fixture-dep==2.0", "unhealthy", status="500 Internal Server Error")
+    unhealthy = server.update("main")
+    assert unhealthy.returncode != 0
+    assert f"health failed: back to {second}" in unhealthy.stdout, unhealthy.stdout
+    assert f"the previous release {second} serves again" in unhealthy.stdout
+    assert server.current() == f"releases/{second}" and server.previous() == f"releases/{first}"
+    assert server.serves() == "two"
+    assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture",
+                                      "stop fixture", "reread", "update", "start fixture"]
+
+    # A migration that fails: the same, and the dump from before it is named with its restore command.
+    server.app.migrate = server.app.migrate + ["false"]
+    server.rewrite()
+    v4 = commit_app(server.origin, "four", "fixture-dep==1.0", "migration fails")
+    failed = server.update("main")
+    assert failed.returncode != 0
+    assert f"migrate failed: back to {second}" in failed.stdout and "serves again" in failed.stdout
+    dump = backups / f"{sorted(server.releases())[-1]}.before.gz"
+    assert dump.exists() and v4[:12] in dump.name
+    assert f"the database before them: {dump}; to restore it: sudo supervisorctl stop fixture && sudo zcat {dump} |" \
+        in failed.stdout
+    assert server.current() == f"releases/{second}" and server.serves() == "two"
+
+    # --rollback by hand: the previous release, with its own health check; twice goes forth again.
+    back = server.update("--rollback")
+    assert back.returncode == 0, back.stdout
+    assert server.current() == f"releases/{first}" and server.previous() == f"releases/{second}"
+    assert server.serves() == "one" and server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
+    assert Path(server.where.update_status).read_text() == f"ready {v1}\n"
+    assert server.update("--rollback").returncode == 0 and server.serves() == "two"
+
+    # Pruning: the last 3 releases stay, and the current and previous ones whatever their age.
+    server.app.migrate = server.app.migrate[:-1]
+    server.rewrite()
+    assert len(server.releases()) == 4
+    assert server.update("--rollback").returncode == 0 and server.serves() == "one"
+    commit_app(server.origin, "five", "fixture-dep==2.0", "v5")
+    assert server.update("main").returncode == 0 and server.serves() == "five"
+    kept = server.releases()
+    assert len(kept) == 4 and first in kept and second not in kept, kept
+    assert server.current() == f"releases/{kept[-1]}" and server.previous() == f"releases/{first}"
+    # Their git objects are shared: one repository, each release a worktree of it.
+    assert len(git(Path(server.app.base) / "repo.git", "worktree", "list").splitlines()) == 1 + len(kept)
+    assert len(list(backups.iterdir())) == 3
+
+
+def test_a_release_cut_off_halfway_never_becomes_current(server, tmp_path):
+    commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    assert server.update().returncode == 0
+    [first] = server.releases()
+    commit_app(server.origin, "two", "fixture-dep==2.0", "v2")
+    # pip asks an index that accepts and never answers: the update is killed
+    # (as by a power cut) while pip waits, its release half made.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    env = dict(server.env(), PIP_NO_INDEX="", PIP_FIND_LINKS="",
+               PIP_INDEX_URL=f"http://127.0.0.1:{silent.getsockname()[1]}/simple", PIP_DEFAULT_TIMEOUT="60")
+    env.pop("PIP_NO_INDEX")
+    update = subprocess.Popen([str(server.script), "main"], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    releases = Path(server.app.base) / "releases"
+    deadline = time.time() + 60
+    while not any(releases.glob("*/venv/bin/pip")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(update.pid, signal.SIGKILL)
+    update.wait()
+    silent.close()
+    [half] = [r for r in server.releases() if r != first]
+    assert not (releases / half / "venv" / ".bakery-prepared").exists()
+    assert server.current() == f"releases/{first}" and server.serves() == "one"
+
+    # The next run removes it and starts cleanly.
+    again = server.update("main")
+    assert again.returncode == 0, again.stdout
+    assert f"removing {half}: unfinished" in again.stdout
+    assert half not in server.releases() and server.serves() == "two"
+    assert server.current() == f"releases/{server.releases()[-1]}"
 
 
 def test_update_refuses_to_run_twice_at_once(server):
@@ -284,7 +468,7 @@ def test_a_pinned_commit_is_the_only_one_deployed(server):
     other = commit_app(server.origin, "two", "fixture-dep==2.0", "v2")
     git(server.origin, "tag", "v2")
     server.app.commit = v1
-    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    server.rewrite()
     assert server.update().returncode == 0 and server.head() == v1
     # v1 upstream now points elsewhere: refused even when the moved tag is accepted.
     git(server.origin, "tag", "-f", "v1", other)
@@ -360,42 +544,42 @@ def test_symlinks_the_app_user_plants_never_lead_root_outside(tmp_path, app_user
     server = Server(tmp_path)
     uid, gid = app_user.pw_uid, app_user.pw_gid
     app = server.app
-    app.user, app.home = app_user.pw_name, app_user.pw_dir
-    app.dir, app.venv = f"{app.home}/fixture", f"{app.home}/fixture/venv"
-    app.run_user = app_user.pw_name
-    server.plan.database.engine, server.plan.database.path = "sqlite", f"{app.dir}/data/fixture.db"
+    app.user = app.run_user = app_user.pw_name
+    server.place(app_user.pw_dir)
     commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
     git(server.origin, "tag", "v1")
     # The app user reads the origin (git refuses a repository of another owner).
     subprocess.run(["chown", "-R", f"{uid}:{gid}", str(server.origin), str(server.wheels)], check=True)
-    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    server.rewrite()
 
-    # The checkout itself planted as a link to a folder of root's: the clone
-    # fails as the app user, and the folder stays root's and empty.
-    os.symlink(victim_dir, app.dir)
-    os.lchown(app.dir, uid, gid)
+    # The app's folder itself planted as a link to a folder of root's: the
+    # clone fails as the app user, and the folder stays root's and empty.
+    os.symlink(victim_dir, app.base)
+    os.lchown(app.base, uid, gid)
     planted = server.update()
     assert planted.returncode != 0
     assert owned_by_root_unchanged(victim_dir) and list(victim_dir.iterdir()) == []
-    os.unlink(app.dir)
+    os.unlink(app.base)
 
     # A real install, then links planted where root used to write.
     first = server.update()
     assert first.returncode == 0, first.stdout + first.stderr
     checkout = Path(app.dir)
     assert os.stat(checkout / ".env").st_uid == uid and oct(os.stat(checkout / ".env").st_mode & 0o777) == "0o640"
-    for link in (checkout / ".env", checkout / "data"):
-        if link.is_dir() and not link.is_symlink():
-            os.rmdir(link)
-        else:
-            link.unlink()
+    (checkout / ".env").unlink()
     os.symlink(victim_file, checkout / ".env")
-    os.symlink(victim_dir, checkout / "data")
-    for link in (checkout / ".env", checkout / "data"):
-        os.lchown(link, uid, gid)
+    os.lchown(checkout / ".env", uid, gid)
+    # The current link pointed at root's folder: replaced, not followed.
+    release = server.current()
+    os.unlink(app.dir)
+    os.symlink(victim_dir, app.dir)
+    os.lchown(app.dir, uid, gid)
+    os.symlink(victim_dir, f"{app.base}/previous")
+    os.lchown(f"{app.base}/previous", uid, gid)
     again = server.update()
     assert again.returncode == 0, again.stdout + again.stderr
     assert owned_by_root_unchanged(victim_file, "precious\n") and owned_by_root_unchanged(victim_dir)
+    assert list(victim_dir.iterdir()) == [] and server.current() == release
     # The .env link was replaced by the app user's own file.
     assert not (checkout / ".env").is_symlink() and "SECRET_KEY=" in (checkout / ".env").read_text()
 
@@ -423,8 +607,8 @@ def test_the_app_runs_as_a_user_that_cannot_change_its_code(tmp_path, make_user)
     subprocess.run(["usermod", "-aG", runner.pw_name, owner.pw_name], check=True)
     server = Server(tmp_path)
     app = server.app
-    app.user, app.home, app.run_user = owner.pw_name, owner.pw_dir, runner.pw_name
-    app.dir, app.venv = f"{app.home}/fixture", f"{app.home}/fixture/venv"
+    app.user, app.run_user = owner.pw_name, runner.pw_name
+    server.place(owner.pw_dir)
     data = Path(app.data_dir)
     server.plan.database.engine, server.plan.database.path = "sqlite", f"{data}/fixture.db"
     app.migrate = [f"id -un > {data}/migrate.who && python -c \"import sqlite3; c = sqlite3.connect('{data}/fixture.db'); "
@@ -433,7 +617,7 @@ def test_the_app_runs_as_a_user_that_cannot_change_its_code(tmp_path, make_user)
     commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
     git(server.origin, "tag", "v1")
     subprocess.run(["chown", "-R", f"{owner.pw_uid}:{owner.pw_gid}", str(server.origin), str(server.wheels)], check=True)
-    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    server.rewrite()
     result = server.update()
     assert result.returncode == 0, result.stdout + result.stderr
     checkout = Path(app.dir)
@@ -451,6 +635,7 @@ def test_the_app_runs_as_a_user_that_cannot_change_its_code(tmp_path, make_user)
     for folder in (checkout, Path(app.venv), Path(app.venv) / "bin", next(Path(app.venv, "lib").glob("python3*/site-packages"))):
         assert not can(runner, f"touch {folder}/planted"), folder
     assert not can(runner, f"mv {checkout} {checkout}.moved")
+    assert not can(runner, f"ln -sfn /tmp {checkout}") and not can(runner, f"touch {app.base}/releases/planted")
     # .env: the owner's, readable by the running user's group only.
     env = os.stat(checkout / ".env")
     assert (env.st_uid, env.st_gid, oct(env.st_mode & 0o777)) == (owner.pw_uid, runner.pw_gid, "0o640")
@@ -473,12 +658,11 @@ def test_a_repository_over_ssh_gets_a_deploy_key_made_on_the_server(tmp_path, ap
     require_tool("ssh-keygen")
     server = Server(tmp_path)
     app = server.app
-    app.user, app.home = app_user.pw_name, app_user.pw_dir
-    app.dir, app.venv = f"{app.home}/fixture", f"{app.home}/fixture/venv"
-    app.run_user = app_user.pw_name
+    app.user = app.run_user = app_user.pw_name
+    server.place(app_user.pw_dir)
     # Nothing listens there: the clone fails, after the key is made and shown.
     app.repo, app.repo_over_ssh = "ssh://git@127.0.0.1:9/me/fixture.git", True
-    server.script.write_text(app_step.update_script(server.plan, etc=server.where.etc, log_dir=server.where.log_dir))
+    server.rewrite()
     first = server.update()
     assert first.returncode != 0
     key = Path(app.home) / ".ssh" / "id_ed25519"

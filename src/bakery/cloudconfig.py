@@ -9,7 +9,7 @@ import re
 import gzip
 import hashlib
 import io
-import tarfile
+import lzma
 
 import yaml
 
@@ -129,11 +129,25 @@ def fit(cloud_config: dict, limit: int) -> tuple[dict, str]:
 UNPACKED_MARK = "/var/lib/cloud/instance/bakery/unpacked"
 
 
+# The files' unpacker, run by cloud-init's own python3 (so on every image
+# cloud-init runs on): base85 adds a quarter to the payload where base64 adds
+# a third, and LZMA (Python's lzma module) compresses it a tenth better than
+# gzip; together about 1.2 KB of a 16 KiB limit. The payload: for each file,
+# its path, mode (octal) and size on three lines, then its bytes.
+UNPACK = ("import base64,lzma,os,sys\n"
+          "r,d=sys.argv[1],lzma.decompress(base64.b85decode(sys.stdin.read().strip()))\n"
+          "while d:\n"
+          " p,m,n,d=d.split(b\"\\n\",3);p=os.path.join(r,p.decode().lstrip(\"/\"));m,n=int(m,8),int(n)\n"
+          " os.makedirs(os.path.dirname(p),exist_ok=True)\n"
+          " with os.fdopen(os.open(p,os.O_WRONLY|os.O_CREAT|os.O_TRUNC,m),\"wb\") as f:f.write(d[:n])\n"
+          " os.chmod(p,m);d=d[n:]\n")
+
+
 def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
     """``cloud_config`` with its root-owned write_files moved into one
-    tar.gz, base64 in a bootcmd that unpacks it before anything uses them
-    (bootcmd runs before write_files, on every boot: once per instance, then
-    never again, so first boot's changes to the files stay)."""
+    compressed payload in a bootcmd that unpacks it before anything uses
+    them (bootcmd runs before write_files, on every boot: once per instance,
+    then never again, so first boot's changes to the files stay)."""
     keep, archived = [], []
     for entry in cloud_config.get("write_files", []):
         owned_by_root = entry.get("owner", "root:root") in ("root:root", "root")
@@ -141,9 +155,10 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
         (archived if owned_by_root and plain else keep).append(entry)
     if not archived:
         return cloud_config
-    payload = base64.b64encode(to_gzip(_tar(archived, strip_comments))).decode("ascii")
+    payload = base64.b85encode(lzma.compress(_records(archived, strip_comments), format=lzma.FORMAT_ALONE,
+                                             preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
     unpack = (f"m={UNPACKED_MARK}; [ ! -e \"$m\" ] || exit 0; mkdir -p \"${{m%/*}}\"\n"
-              "base64 -d <<'BAKERY_FILES' | tar -xzf - -C / && sync && touch \"$m\"\n"
+              f"python3 -c '{UNPACK}' / <<'BAKERY_FILES' && sync && touch \"$m\"\n"
               f"{payload}\nBAKERY_FILES\n")
     out = dict(cloud_config)
     out["bootcmd"] = [["sh", "-c", unpack], *cloud_config.get("bootcmd", [])]
@@ -154,24 +169,18 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
     return out
 
 
-def _tar(entries: list, strip_comments: bool) -> bytes:
-    """An uncompressed tar of ``entries``, owned by root, in their order,
-    with a fixed mtime: the same files always make the same bytes."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for entry in entries:
-            content = entry["content"]
-            if entry.get("encoding") == "gz+b64":
-                content = gzip.decompress(base64.b64decode(content)).decode("utf-8")
-            if strip_comments and content.startswith("#!/bin/"):
-                content = strip_shell_comments(content)
-            data = content.encode("utf-8")
-            info = tarfile.TarInfo(entry["path"].lstrip("/"))
-            info.size, info.mode, info.mtime = len(data), int(entry.get("permissions", "0644"), 8), 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+def _records(entries: list, strip_comments: bool) -> bytes:
+    """What UNPACK reads: each file's path, mode and size, then its bytes."""
+    out = io.BytesIO()
+    for entry in entries:
+        content = entry["content"]
+        if entry.get("encoding") == "gz+b64":
+            content = gzip.decompress(base64.b64decode(content)).decode("utf-8")
+        if strip_comments and content.startswith("#!/bin/"):
+            content = strip_shell_comments(content)
+        data = content.encode("utf-8")
+        out.write(f"{entry['path']}\n{entry.get('permissions', '0644')}\n{len(data)}\n".encode() + data)
+    return out.getvalue()
 
 
 def _pack(entry: dict, content: str) -> None:

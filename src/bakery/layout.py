@@ -36,9 +36,17 @@ def home(user: str) -> str:
     return f"/home/{user}"
 
 
-def app_dir(user: str, app: str) -> str:
-    """The app's checkout."""
+def app_base(user: str, app: str) -> str:
+    """The app's folder: its releases (one checkout and venv each), the
+    ``current`` link to the one serving, ``previous``, and the git objects
+    they share (``repo.git``)."""
     return f"{home(user)}/{app}"
+
+
+def app_dir(user: str, app: str) -> str:
+    """The checkout that serves: the ``current`` link, through which
+    supervisor, gunicorn, nginx and the .env are reached."""
+    return f"{app_base(user, app)}/current"
 
 
 def venv(checkout: str) -> str:
@@ -66,15 +74,18 @@ def update_command(app: str) -> str:
     return f"/usr/local/bin/{app}-update"
 
 
+BACKUP_DIR = "/var/backups/bakery"  # the update command's database dumps, root-only
+
+
 def update_status(app: str, log_dir: str = LOG_DIR) -> str:
     """The update command's state: "running N/T STAGE", "ready COMMIT" or
     "failed STAGE" (what ``bakery status --after-update`` reads)."""
     return f"{log_dir}/{app}-update.status"
 
 
-def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
-    """Server paths for ``plan``'s app. Tests pass other ``etc``/``log_dir``
-    to run the rendered scripts inside a temporary root."""
+def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR, backups: str = BACKUP_DIR) -> SimpleNamespace:
+    """Server paths for ``plan``'s app. Tests pass other ``etc``/``log_dir``/
+    ``backups`` to run the rendered scripts inside a temporary root."""
     name = plan.app.name if plan.app else "app"
     return SimpleNamespace(
         etc=etc,
@@ -82,6 +93,7 @@ def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR) -> SimpleNamespace:
         webroot=WEBROOT,
         update=update_command(name),
         update_status=update_status(name, log_dir),
+        backups=f"{backups}/{name}",
         app_state=app_state_dir(name),
         dotenv=f"{etc}/{name}.env",
         profile=f"{etc}/{name}.profile",

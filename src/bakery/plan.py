@@ -63,7 +63,8 @@ class App:
     home: str
     run_user: str  # runs gunicorn and the migrations: reads the code, writes only data_dir
     data_dir: str  # /var/lib/<app>, run_user's home
-    dir: str  # checkout
+    base: str  # releases/, current, previous, repo.git
+    dir: str  # the checkout that serves: base/current, a link to a release
     venv: str
     module: str
     requirements: str
@@ -77,6 +78,8 @@ class App:
     port: int
     bind: str  # gunicorn --bind
     workers: int
+    health: str = "/"  # the path the update command probes through gunicorn
+    health_timeout: int = 60  # seconds for it to answer 2xx or 3xx
 
 
 @dataclass
@@ -239,13 +242,14 @@ def _app(cfg: dict, target: Target, memory: int, database: Database, secret) -> 
         name=name, repo=section["repo"], repo_over_ssh=checks.repository_over_ssh(section["repo"]), ref=section["ref"],
         commit=section.get("commit"), user=user, user_is_admin=user == cfg["admin"]["name"],
         home=layout.home(user), run_user=layout.run_user(name), data_dir=layout.app_state_dir(name),
-        dir=checkout, venv=layout.venv(checkout), module=section["module"],
+        base=layout.app_base(user, name), dir=checkout, venv=layout.venv(checkout), module=section["module"],
         requirements=section["requirements"], pip_packages=_pip_packages(section["pip_packages"], database),
         environment={k: _text(v) for k, v in section["environment"].items()},
         dotenv=_dotenv(cfg, database, secret), setup=list(section["setup"]), migrate=list(section["migrate"]),
         static_dir=checks.static_dir(checkout, section["static"]) if "static" in section else None,
         static_url=section["static_url"].rstrip("/") or "/static",
         port=port, bind=f"127.0.0.1:{port}" if nginx else f"0.0.0.0:{port}", workers=workers,
+        health=section["health"], health_timeout=section["health_timeout"],
     )
 
 

@@ -28,7 +28,7 @@ ADMIN = "admin"
 APP = "fixture"
 DOMAIN = "fixture.example.test"
 # The app's own user (named after it) owns the code; it runs as APP-web.
-APP_DIR = f"/home/{APP}/{APP}"
+APP_DIR = f"/home/{APP}/{APP}/current"  # the link to the release serving
 APP_PORT = 8000  # bakery's default: gunicorn on 127.0.0.1, behind nginx
 EXTRA_PORTS = "60000:60010/udp"  # firewall.allow in the main scenario
 MAIN_RULES = {"22/tcp", "80/tcp", "443/tcp", EXTRA_PORTS}

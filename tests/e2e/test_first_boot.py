@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import gzip
 import re
+import threading
+import time
 from pathlib import Path
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
@@ -475,9 +477,31 @@ def test_app_mail_leaves_postfix_signed_with_the_key_bakery_dns_prints(server, t
 def test_update_to_a_good_commit(server, repo):
     repo.write("VERSION", "2\n")
     repo.commit("version 2", tag="v2")
+    # The site polled once a second from outside while the update runs.
+    down, polls, stop = [], [], threading.Event()
+
+    def poll():
+        while not stop.wait(1):
+            try:
+                ok = server.http("/", host=HOST, timeout=5).status == 200
+            except OSError:
+                ok = False
+            polls.append(ok)
+            if not ok:
+                down.append(time.monotonic())
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    started = time.monotonic()
     server.ssh(f"sudo -n {APP}-update v2", timeout=600)
+    server.timings["update-good"] = round(time.monotonic() - started, 1)
+    stop.set()
+    poller.join()
+    server.timings["update-good-polls-failed"] = f"{len(down)}/{len(polls)}"
+    server.timings["update-good-unavailable"] = round(down[-1] - down[0] + 1, 1) if down else 0
     assert wait_for(lambda: "version: 2" in page(server), timeout=60)
     assert "row: hello from the database" in page(server)
+    assert server.ssh(f"sudo -n readlink {scenario.APP_DIR}").stdout.strip().startswith("releases/")
 
 
 def test_update_to_a_broken_commit_keeps_old_version_serving(server, repo):
@@ -491,6 +515,55 @@ def test_update_to_a_broken_commit_keeps_old_version_serving(server, repo):
     assert "version: 2" in page(server)
     status = server.ssh(f"sudo -n supervisorctl status {APP}").stdout
     assert "RUNNING" in status, status
+
+
+def _fixture_source(repo) -> str:
+    """fixture.py as committed; the requirements v3 broke, made whole again."""
+    repo.write("requirements.txt", (Path(__file__).parent / "fixture_app" / "requirements.txt").read_text())
+    return (repo.worktree / "fixture.py").read_text()
+
+
+def test_update_to_an_unhealthy_commit_puts_the_previous_release_back(server, repo):
+    good = _fixture_source(repo)
+    repo.write("VERSION", "4\n")
+    repo.write("fixture.py", good.replace('def index():\n', 'def index():\n    return "broken", 500\n', 1))
+    repo.commit("version 4 answers 500", tag="v4")
+    started = time.monotonic()
+    result = server.ssh(f"sudo -n {APP}-update v4", check=False, timeout=600)
+    server.timings["update-unhealthy-until-previous-serves"] = round(time.monotonic() - started, 1)
+    repo.write("fixture.py", good)
+    repo.commit("healthy again")
+    assert result.returncode != 0, result.stdout
+    assert "health failed: back to " in result.stdout and "serves again" in result.stdout, result.stdout[-2000:]
+    assert "version: 2" in page(server)
+    assert "failed health" in server.ssh(f"sudo -n cat /var/log/bakery/{APP}-update.status").stdout
+
+
+def test_update_whose_migration_fails_puts_the_previous_release_back_with_its_dump(server, repo):
+    good = _fixture_source(repo)
+    repo.write("VERSION", "5\n")
+    repo.write("fixture.py", good.replace('    print("database ready")', '    raise SystemExit("migration failed")', 1))
+    repo.commit("version 5 whose migration fails", tag="v5")
+    result = server.ssh(f"sudo -n {APP}-update v5", check=False, timeout=600)
+    repo.write("fixture.py", good)
+    repo.commit("migrations work again")
+    assert result.returncode != 0, result.stdout
+    assert "migrate failed: back to " in result.stdout and "serves again" in result.stdout, result.stdout[-2000:]
+    dump = re.search(r"the database before them: (\S+);", result.stdout).group(1)
+    assert dump.startswith(f"/var/backups/bakery/{APP}/")
+    assert server.ssh(f"sudo -n stat -c '%a %U' {dump}").stdout.split() == ["600", "root"]
+    # A dump of the app's database alone, which restores it as it was.
+    text = server.ssh(f"sudo -n zcat {dump}").stdout
+    assert "CREATE DATABASE" in text and "INSERT INTO `greeting`" in text and "mysql`.`user" not in text
+    assert "version: 2" in page(server) and "row: hello from the database" in page(server)
+
+
+def test_rollback_by_hand_and_forth_again(server):
+    result = server.ssh(f"sudo -n {APP}-update --rollback", check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "version: 1" in page(server)
+    assert server.ssh(f"sudo -n {APP}-update --rollback", timeout=300).returncode == 0
+    assert "version: 2" in page(server)
 
 
 # --- 9: reboot -------------------------------------------------------------------
