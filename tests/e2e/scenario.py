@@ -112,6 +112,10 @@ def write_config(directory: Path, public_key: str, repo_url: str, *, pi: bool = 
     if tier == "container":
         # A container cannot swap: the host kernel refuses swapon.
         config["swap"] = False
+        # The unhealthy-update test waits the whole health timeout before it
+        # puts the previous release back; in a container gunicorn answers in
+        # seconds (the default 60 s stays for TCG's VM, and for users).
+        config.get("app", {}).setdefault("health_timeout", 20)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

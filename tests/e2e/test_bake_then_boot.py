@@ -82,7 +82,7 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
         # Only this instance's first boot ran (the bake's log went with the clean-up),
         # and it did not fetch or install the app again.
         log = guest.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
-        assert log.count("== step 1/") == 1 and "were prepared: no fetch, no pip install" in \
+        assert log.count("== step 1/") == 1 and "was prepared: no fetch, no pip install" in \
             guest.ssh("sudo -n cat /var/log/bakery/update.log").stdout, log[-3000:]
         checks.assert_cloud_init_done(guest)
         checks.assert_firewall_allows_exactly(guest, scenario.MAIN_RULES)
