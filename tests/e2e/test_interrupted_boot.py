@@ -159,19 +159,20 @@ def test_first_boot_waits_for_a_git_host_that_is_down(tier, boot_guest, ssh_key,
     repo = GitRepoServer(tmp_path / "git", serve=False)
     try:
         guest = boot(boot_guest, ssh_key, tmp_path, repo, tier)
-        # The guest's first refused clone (other steps' retries do not count),
+        # The guest's first refused fetch (other steps' retries do not count),
         # then two more minutes of them before the host comes up: however
         # slowly the guest reached its app step, it has tried for minutes.
-        clones_refused = f"sudo -n grep -c 'retrying in [0-9]*s: as_app git clone' {LOG}"
-        assert wait_for(lambda: guest.ssh(clones_refused, check=False).stdout.strip() not in ("", "0"),
+        fetches_refused = f"sudo -n grep -c 'retrying in [0-9]*s: fetch_code' {LOG}"
+        assert wait_for(lambda: guest.ssh(fetches_refused, check=False).stdout.strip() not in ("", "0"),
                         timeout=1200, interval=5), guest.ssh(f"sudo -n tail -n 30 {LOG}", check=False).stdout
         time.sleep(120)
-        assert int(guest.ssh(clones_refused).stdout) >= 3
+        assert int(guest.ssh(fetches_refused).stdout) >= 3
         repo.start()
         guest.timings["git-host-up"] = guest.mark("git-host-up")
         assert guest.wait_first_boot(timeout=900) == "ready", guest.ssh(f"sudo -n tail -n 60 {LOG}").stdout
         log = guest.ssh(f"sudo -n cat {LOG}").stdout
-        assert re.search(r"attempt \d+ failed, retrying in \d+s: as_app git clone", log), log[-3000:]
+        assert re.search(rf"{scenario.APP}-update: attempt \d+ failed, retrying in \d+s: fetch_code", log), \
+            log[-3000:]
         assert "version: 1" in guest.http("/", host=HOST).body
     finally:
         repo.close()
