@@ -459,3 +459,36 @@ def test_no_ssh_until_the_timeout_exits_3_and_it_tries_under_the_rate_limit(know
     assert re.search(r"no SSH on root@127.0.0.1:\d+ after 0:08 \(--timeout\): .*Connection refused", text)
     # Each attempt is a new connection: never more than 6 in 30 s (ufw limit), whatever --interval says.
     assert len(verdict.times) == 2 and verdict.times[1] - verdict.times[0] >= status.RECONNECT_SECONDS
+
+
+def test_an_attempt_that_hangs_is_followed_by_a_long_pause_so_the_firewall_window_empties(known_hosts, tmp_path):
+    # A port forward (Vagrant's, QEMU's user network) accepts the connection at
+    # once and retries the server behind it on its own: ssh waits for a banner
+    # that does not come, and the server's firewall may count several attempts.
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: held.extend(listener.accept() for _ in range(3)), daemon=True).start()
+    skipped = [0.0]  # the pauses pass on a clock of their own; the attempts take real time
+
+    def clock():
+        return time.monotonic() + skipped[0]
+
+    def sleep(seconds):
+        skipped[0] += seconds
+
+    class Timed(remote.Connection):
+        times: list = []
+
+        def run(self, command, script, timeout=remote.CONNECT_TIMEOUT + 50):
+            self.times.append(clock())
+            return super().run(command, script, timeout)
+
+    where = remote.Destination("127.0.0.1", "root", listener.getsockname()[1])
+    with Timed(where, remote.known_hosts_file()) as connection:
+        verdict = status.watch(connection, Tree(tmp_path).watched, timeout=45, interval=0.3, verbose=False,
+                               show=lambda item: None, clock=clock, sleep=sleep)
+    listener.close()
+    assert verdict.word == "waiting" and "banner exchange" in verdict.reason, verdict
+    # The first attempt hung until ssh's ConnectTimeout; the next came 30 s after it ended.
+    first, second = connection.times
+    assert second - first >= remote.CONNECT_TIMEOUT + status.RECONNECT_AFTER_SLOW_FAILURE_SECONDS, connection.times

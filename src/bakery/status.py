@@ -31,8 +31,15 @@ LOG_TAIL = 20  # lines of a failed step's log shown with the verdict
 # A poll through the kept connection opens none; without one, each attempt is
 # a new connection, and the server's firewall refuses an address more than 6
 # new SSH connections in 30 s (ufw limit) for as long as it keeps trying that
-# often: one attempt every 6.5 s stays under the limit.
+# often. An attempt refused at once was one connection: the next one comes
+# 6.5 s after it started. An attempt that hung until ssh gave up may have been
+# several: the client's kernel sends an unanswered SYN again, and a port
+# forward (Vagrant's, QEMU's user network) accepts at once and retries the
+# server on its own. Then 30 s pass before the next, so the firewall's window
+# empties and an address it refuses is not kept refused by the watch itself.
 RECONNECT_SECONDS = 6.5
+SLOW_FAILURE_SECONDS = 3
+RECONNECT_AFTER_SLOW_FAILURE_SECONDS = 30
 LOG_CHUNK = 256 * 1024  # at most this much new log per poll
 # Runs the script on standard input, as root when the state is root's to
 # read: directly when the login is root, else through sudo -n (never a
@@ -329,12 +336,21 @@ def watch(connection: Connection, watched: Watched, *, timeout: float, interval:
             reason = answer.reason
             show(Waiting(reason, clock() - started))
         deadline = started + timeout
-        next_poll = polled + (interval if answer.ok else max(interval, RECONNECT_SECONDS))
+        upcoming = next_poll(polled, clock(), answer.ok, interval)
         # No new connection attempt squeezed in before the deadline.
-        if clock() >= deadline or (not answer.ok and next_poll > deadline):
+        if clock() >= deadline or (not answer.ok and upcoming > deadline):
             _pause(deadline, clock, sleep, show)
             return _timed_out(connection, watched, last, reason, timeout)
-        _pause(min(next_poll, deadline), clock, sleep, show)
+        _pause(min(upcoming, deadline), clock, sleep, show)
+
+
+def next_poll(polled: float, now: float, answered: bool, interval: float) -> float:
+    """When to poll next, after an attempt that started at ``polled`` and ended ``now``."""
+    if answered:
+        return polled + interval
+    if now - polled >= SLOW_FAILURE_SECONDS:
+        return now + max(interval, RECONNECT_AFTER_SLOW_FAILURE_SECONDS)
+    return polled + max(interval, RECONNECT_SECONDS)
 
 
 def _pause(until: float, clock: Callable[[], float], sleep: Callable[[float], None], show: Show) -> None:

@@ -23,7 +23,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
+
+from bakery.status import next_poll
 
 from .image import BaseImage
 
@@ -160,13 +162,17 @@ class Guest:
         self._power_ons += 1
         self._started = time.monotonic()
 
-    @property
-    def _ssh_poll_interval(self) -> float:
-        """Seconds between attempts to connect. After the first boot the
-        firewall is up from early in a boot and rate-limits SSH: an attempt
-        every 2 s would keep the address blocked, one every 6.5 s stays under
-        the limit (6 in 30 s)."""
-        return 2.0 if self._power_ons <= 1 else 6.5
+    def _ssh_pause(self, attempt_started: float) -> float:
+        """Seconds to wait after a failed attempt to connect. After the first
+        boot the firewall is up from early in a boot and rate-limits SSH (6
+        new connections in 30 s), refused attempts included: the guest is
+        tried at the pace ``bakery status`` keeps. Under QEMU's user network
+        an attempt the guest does not answer hangs while QEMU retries it, and
+        an attempt every 6.5 s kept the address refused for good."""
+        if self._power_ons <= 1:
+            return 2.0
+        now = time.monotonic()
+        return max(0.0, next_poll(attempt_started, now, answered=False, interval=0) - now)
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started
@@ -222,10 +228,13 @@ class Guest:
             )
         return result
 
-    def _wait(self, probe, what: str, timeout: float, interval: float = 2.0) -> None:
+    def _wait(self, probe, what: str, timeout: float, interval: float | Callable[[float], float] = 2.0) -> None:
+        """Until ``probe()`` is true: ``interval`` seconds between attempts, or
+        ``interval(when the attempt started)``."""
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
+            attempt_started = time.monotonic()
             try:
                 if probe():
                     return
@@ -233,13 +242,13 @@ class Guest:
                 pass
             if time.monotonic() > deadline:
                 raise GuestError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(interval)
+            time.sleep(interval(attempt_started) if callable(interval) else interval)
 
     def _ssh_ok(self, command: str) -> bool:
         return self.ssh(command, check=False, timeout=30).returncode == 0
 
     def wait_ssh(self, timeout: float = 300) -> float:
-        self._wait(lambda: self._ssh_ok("true"), "SSH", timeout, self._ssh_poll_interval)
+        self._wait(lambda: self._ssh_ok("true"), "SSH", timeout, self._ssh_pause)
         return self.mark("ssh")
 
     def wait_boot_finished(self, timeout: float = 1200) -> float:
@@ -308,7 +317,7 @@ class Guest:
         self.close_ssh()
         self._power_ons += 1
         self._wait(lambda: self._ssh_ok(f'test "$({self.BOOT_ID_COMMAND})" != {before}'),
-                   "SSH after reboot", timeout, self._ssh_poll_interval)
+                   "SSH after reboot", timeout, self._ssh_pause)
         self.timings["reboot-ssh"] = round(time.monotonic() - started, 1)
         return self.timings["reboot-ssh"]
 
