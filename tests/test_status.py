@@ -410,6 +410,11 @@ def test_a_watch_follows_first_boot_forward_to_its_verdict(sshd, known_hosts, tm
     tree.log.write_text("2026-01-01T00:00:01Z == step 1/3 ssh\n")
 
     def first_boot():
+        # It moves on once the watch is in (its first contact pins the host
+        # key): on a busy machine connecting can take longer than a step.
+        deadline = time.monotonic() + 60
+        while not (known_hosts.is_file() and known_hosts.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for step, line in ((2, "app"), (3, "verdict")):
             time.sleep(0.8)
             with tree.log.open("a") as log:

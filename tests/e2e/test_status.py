@@ -111,6 +111,10 @@ def test_bakery_status_from_power_on_to_its_verdicts(tier, boot_guest, ssh_key, 
         assert 5 <= took < 30 and "pinned" not in running.stderr
 
         # The git host is back: -v streams each step's lines up to "ready".
+        # The reboot's probes and the watches opened new SSH connections: the
+        # firewall's window (6 in 30 s) empties first, so that this watch gets
+        # in at once and not after the 30 s it waits when an attempt hangs.
+        time.sleep(30)
         repo.start()
         ready = bakery_status(guest, tmp_path, admin, "-v", "--interval", "1")
         guest.mark("status-ready")
