@@ -64,14 +64,25 @@ class Distro:
         return DEBIAN if self.family == "debian" else UBUNTU
 
     @property
-    def sources_list(self) -> str:
+    def apt_sources(self) -> dict[str, str]:
+        """The package sources, as the distribution's cloud images ship them:
+        on Ubuntu the suites and components cloud-init renders again at first
+        boot (so the lists a first boot fetches early stay valid)."""
         if self.family == "debian":
-            return (f"deb {DEBIAN} {self.suite} main\n"
-                    f"deb {DEBIAN} {self.suite}-updates main\n"
-                    f"deb {DEBIAN_SECURITY} {self.suite}-security main\n")
-        return (f"deb {UBUNTU} {self.suite} main universe\n"
-                f"deb {UBUNTU} {self.suite}-updates main universe\n"
-                f"deb {UBUNTU_SECURITY} {self.suite}-security main universe\n")
+            return {"etc/apt/sources.list": (f"deb {DEBIAN} {self.suite} main\n"
+                                             f"deb {DEBIAN} {self.suite}-updates main\n"
+                                             f"deb {DEBIAN_SECURITY} {self.suite}-security main\n")}
+        components = "main restricted universe multiverse"
+        suites = [(UBUNTU, f"{self.suite} {self.suite}-updates {self.suite}-backports"),
+                  (UBUNTU_SECURITY, f"{self.suite}-security")]
+        if self.suite == "jammy":  # Ubuntu before 24.04: one line per suite
+            return {"etc/apt/sources.list": "".join(f"deb {uri} {suite} {components}\n"
+                                                    for uri, group in suites for suite in group.split())}
+        keyring = "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+        return {"etc/apt/sources.list": "# Ubuntu sources have moved to /etc/apt/sources.list.d/ubuntu.sources\n",
+                "etc/apt/sources.list.d/ubuntu.sources": "\n".join(
+                    f"Types: deb\nURIs: {uri}\nSuites: {group}\nComponents: {components}\nSigned-By: {keyring}\n"
+                    for uri, group in suites)}
 
     @property
     def files(self) -> dict[str, str]:
@@ -82,7 +93,7 @@ class Distro:
             "etc/default/locale": "LANG=en_US.UTF-8\n",
             "etc/locale.gen": "en_US.UTF-8 UTF-8\n",
             "etc/cloud/cloud.cfg.d/90_datasource.cfg": "datasource_list: [NoCloud, None]\n",
-            "etc/apt/sources.list": self.sources_list,
+            **self.apt_sources,
         }
         if self.family == "debian":
             # cloud-init's fallback network config is rendered into interfaces.d.

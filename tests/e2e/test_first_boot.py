@@ -228,6 +228,18 @@ def test_first_boot_log_shows_completion(server):
                                re.findall(r" -- step ([a-z]+) done in (\d+)s$", log, re.M)}
 
 
+def test_packages_come_from_the_fetch_made_while_cloud_init_ran(server):
+    """bakery-apt-prefetch fetched the lists and the packages before the
+    packages step began; the step used both (the images here carry the
+    sources cloud-init writes, as the distributions' cloud images do)."""
+    log = server.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
+    step = log[log.index("== step 2/"):log.index(" -- step packages done")]
+    assert "package lists fetched on this boot by bakery-apt-prefetch, from the same sources" in step, step[-3000:]
+    assert not re.search(r"^Get:\d+ \S+ \S+ \S+ (nginx|postfix|supervisor|ufw) ", step, re.M), step[-3000:]
+    # A transient unit: gone once done.
+    assert server.ssh("systemctl is-active bakery-apt-prefetch", check=False).stdout.strip() == "inactive"
+
+
 def test_console_says_ready_only_after_every_step(server):
     console = server.console_log.read_text(errors="replace")
     assert re.search(rf"bakery: {re.escape(HOST)} is ready after \d+ seconds", console), server.console_tail()

@@ -55,8 +55,12 @@ def step_names(plan) -> list:
             if web.tls != "none":
                 steps.append("certificate")
             steps.append("nginx")
-            if web.tls == "letsencrypt":
-                steps.append("letsencrypt")
+    # Signing comes after the site serves: outgoing mail works without it
+    # (unsigned), and on a small CPU making its key takes a while.
+    if plan.mail.dkim and plan.per_server:
+        steps.append("dkim")
+    if plan.app and plan.per_server and nginx and web.tls == "letsencrypt":
+        steps.append("letsencrypt")
     steps.append("verdict")
     return steps
 
@@ -67,7 +71,10 @@ def _context(plan, where=None) -> dict:
                 cert_name=certificate_name(plan) if plan.web else None, dkim=mail.server_paths(),
                 opendkim_conf=mail.opendkim_conf(plan) if plan.mail.dkim and plan.per_server else None,
                 packages=packages.package_list(plan) if plan.shared else [],
-                debconf=packages.debconf_selections(plan) if plan.shared else "")
+                debconf=packages.debconf_selections(plan) if plan.shared else "",
+                apt_options=packages.apt_options(plan), prefetch_unit=packages.PREFETCH_UNIT, prefetch_dir=packages.PREFETCH_DIR,
+                sources_digest=packages.SOURCES_DIGEST,
+                app_first=packages.APP_FIRST)
 
 
 def first_boot_script(plan, paths=None) -> str:

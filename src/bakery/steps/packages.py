@@ -13,8 +13,27 @@ from source (the update command then installs them; see update.sh.j2)."""
 
 from __future__ import annotations
 
+from ..templating import shell_quote
 from ..targets import MDNS
 from . import hardening, mail
+
+# The packages are fetched early, in the background: on every boot until
+# the packages step has succeeded, cloud-init's bootcmd starts this unit; it
+# waits for the first-boot script to be written and runs its --prefetch,
+# which updates the package lists and downloads the packages while
+# cloud-init's other stages run (on a small VM that is a minute or more
+# that the packages step no longer waits through). The step waits for it
+# and installs from what it fetched; it updates the lists again only when
+# the sources changed since (cloud-init rewrites them later in the boot,
+# and a provider's mirror may differ from the image's).
+PREFETCH_UNIT = "bakery-apt-prefetch"  # a service
+PREFETCH_DIR = "/run/bakery"  # gone at the next boot: lists are only trusted on the boot that fetched them
+# What the package lists are fetched from: the index files the sources name
+# (not their text, which cloud-init writes again with other comments).
+SOURCES_DIGEST = "apt-get indextargets --no-release-info --format '$(URI)' | sort | md5sum"
+# The venv's and the checkout's needs: installed first, so the app is
+# prepared in the background while the rest installs.
+APP_FIRST = ["python3", "python3-venv", "git"]
 
 
 def package_list(plan) -> list:
@@ -70,3 +89,12 @@ def build(plan) -> dict:
         out["write_files"] = [{"path": AUTO_UPGRADES_FILE, "owner": "root:root", "permissions": "0644",
                                "content": "// Written by bakery: security updates install themselves.\n" + AUTO_UPGRADES}]
     return out
+
+
+def apt_options(plan) -> str:
+    """apt options first boot passes before cloud-init has configured apt."""
+    options = "-q -o Acquire::Languages=none"
+    if plan.apt_proxy:
+        options += " -o " + shell_quote(f"Acquire::http::Proxy={plan.apt_proxy}")
+    return options
+
