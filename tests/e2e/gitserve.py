@@ -16,7 +16,6 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .guest import free_port
 
 FIXTURE_APP = Path(__file__).resolve().parent / "fixture_app"
 GUEST_HOST_ADDRESS = "10.0.2.2"
@@ -40,14 +39,19 @@ class GitRepoServer:
         served.mkdir()
         (served / "repo.git").symlink_to(self.worktree / ".git")
         self._served = served
-        self.port = free_port()
-        self._server = None
+        # Bound now, listening only once started: the port stays this
+        # server's (no other test can take it meanwhile), and until then a
+        # connection to it is refused, as by a host that is down.
+        handler = functools.partial(_QuietHandler, directory=str(served))
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+        self._server.server_bind()
+        self.port = self._server.server_address[1]
+        self._thread = None
         if serve:
             self.start()
 
     def start(self) -> None:
-        handler = functools.partial(_QuietHandler, directory=str(self._served))
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server.server_activate()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -83,6 +87,6 @@ class GitRepoServer:
         self._git("update-server-info")
 
     def close(self) -> None:
-        if self._server is not None:
+        if self._thread is not None:  # shutdown() waits for a loop that never ran otherwise
             self._server.shutdown()
-            self._server.server_close()
+        self._server.server_close()
