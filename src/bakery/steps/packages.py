@@ -19,10 +19,9 @@ from . import hardening, mail
 
 # The packages are fetched early, in the background: on every boot until
 # the packages step has succeeded, cloud-init's bootcmd starts this unit; it
-# waits for the first-boot script to be written and runs its --prefetch,
-# which updates the package lists and downloads the packages while
-# cloud-init's other stages run (on a small VM that is a minute or more
-# that the packages step no longer waits through). The step waits for it
+# starts once cloud-init's network stage is over (which writes the script)
+# and runs the script's --prefetch, which updates the package lists and
+# downloads the packages while cloud-init's later stages run. The step waits for it
 # and installs from what it fetched; it updates the lists again only when
 # the sources changed since (cloud-init rewrites them later in the boot,
 # and a provider's mirror may differ from the image's).
@@ -43,7 +42,7 @@ def package_list(plan) -> list:
         pkgs.append("ufw")
     app = plan.app
     if app is not None:
-        pkgs += ["python3", "python3-venv", "git", "supervisor"]
+        pkgs += APP_FIRST + ["supervisor"]
         engine = plan.database.engine if plan.database else "none"
         pkgs += {"mysql": ["default-mysql-server"], "postgresql": ["postgresql"], "sqlite": ["sqlite3"]}.get(engine, [])
         if plan.web and plan.web.nginx:
