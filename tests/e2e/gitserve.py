@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import http.server
 import shutil
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -39,21 +40,35 @@ class GitRepoServer:
         served.mkdir()
         (served / "repo.git").symlink_to(self.worktree / ".git")
         self._served = served
-        # Bound now, listening only once started: the port stays this
-        # server's (no other test can take it meanwhile), and until then a
-        # connection to it is refused, as by a host that is down.
-        handler = functools.partial(_QuietHandler, directory=str(served))
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
-        self._server.server_bind()
-        self.port = self._server.server_address[1]
-        self._thread = None
+        # The port is reserved for this server's whole life by a socket that
+        # is bound but never listens (SO_REUSEPORT lets the serving socket
+        # share it): no other test, nor an outgoing connection, can take it
+        # while the host is "down", and a connection meanwhile is refused, as
+        # by a host that is down.
+        self._reservation = _reuse_port_socket()
+        self._reservation.bind(("127.0.0.1", 0))
+        self.port = self._reservation.getsockname()[1]
+        self._handler = functools.partial(_QuietHandler, directory=str(served))
+        self._server = None
         if serve:
             self.start()
 
     def start(self) -> None:
-        self._server.server_activate()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        """The host comes up (again) on its port."""
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = _reuse_port_socket()
+        server.server_bind()
+        server.server_activate()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._server = server
+
+    def stop(self) -> None:
+        """The host goes down; its port stays reserved for ``start``."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
     @property
     def guest_url(self) -> str:
@@ -87,6 +102,12 @@ class GitRepoServer:
         self._git("update-server-info")
 
     def close(self) -> None:
-        if self._thread is not None:  # shutdown() waits for a loop that never ran otherwise
-            self._server.shutdown()
-        self._server.server_close()
+        self.stop()
+        self._reservation.close()
+
+
+def _reuse_port_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock

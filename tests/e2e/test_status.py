@@ -97,7 +97,7 @@ def test_bakery_status_from_power_on_to_its_verdicts(tier, boot_guest, ssh_key, 
 
         # Fixed upstream while the git host is down; first boot carries on
         # after a reboot and waits in the app step.
-        repo.close()
+        repo.stop()
         repo.write("requirements.txt", good)
         repo.commit("requirements fixed")
         guest.reboot(timeout=400)
