@@ -41,7 +41,11 @@ def step_names(plan) -> list:
             steps.append("harden")
     web = plan.web if plan.app else None
     nginx = bool(web and web.nginx)
-    if plan.mail.enabled or (plan.shared and nginx):
+    # On a server started from an image, postfix was locked down while
+    # baking and runs already: giving it the server's name (a restart, slow
+    # on a small CPU) waits until the site serves.
+    services_now = plan.shared and (plan.mail.enabled or nginx)
+    if services_now:
         steps.append("services")
     if plan.locale:
         steps.append("locale")
@@ -55,6 +59,8 @@ def step_names(plan) -> list:
             if web.tls != "none":
                 steps.append("certificate")
             steps.append("nginx")
+    if plan.mail.enabled and not services_now:
+        steps.append("services")
     # Signing comes after the site serves: outgoing mail works without it
     # (unsigned), and on a small CPU making its key takes a while.
     if plan.mail.dkim and plan.per_server:
