@@ -9,7 +9,9 @@ Proves: first install, update to a new commit, a broken commit (pip cannot
 install it) fails and leaves the previous release serving without stopping
 it, a bad ref stops nothing; releases and ``current``, the health check and
 the automatic rollback, the dump before migrations, ``--rollback``,
-pruning, a release cut off halfway; and the first-boot profile step can run
+pruning, a release cut off halfway; a requirement without a wheel (built
+from source, the compiler installed the first time) and one that does not
+build (named, nothing changed); and the first-boot profile step can run
 twice."""
 
 from __future__ import annotations
@@ -54,6 +56,57 @@ def make_wheel(folder: Path, name: str, version: str) -> None:
     with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as whl:
         for path, text in files.items():
             whl.writestr(path, text)
+
+
+# An in-tree PEP 517 backend (pip needs nothing from an index to run it):
+# metadata first, then a "C extension" compiled with cc, as setuptools does.
+SDIST_BACKEND = """\
+import base64, hashlib, subprocess, zipfile
+NAME, VERSION = {name!r}, {version!r}
+MODULE = NAME.replace("-", "_")
+DIST = f"{{MODULE}}-{{VERSION}}"
+METADATA = f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n"
+
+def prepare_metadata_for_build_wheel(directory, config_settings=None):
+    import os
+    os.makedirs(f"{{directory}}/{{DIST}}.dist-info")
+    with open(f"{{directory}}/{{DIST}}.dist-info/METADATA", "w") as f:
+        f.write(METADATA)
+    return f"{{DIST}}.dist-info"
+
+def build_wheel(directory, config_settings=None, metadata_directory=None):
+    subprocess.run(["cc", "-c", "ext.c", "-o", "ext.o"], check=True)
+    files = {{f"{{MODULE}}.py": f"VERSION = {{VERSION!r}}\\n", f"{{DIST}}.dist-info/METADATA": METADATA,
+             f"{{DIST}}.dist-info/WHEEL": "Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}}
+    record = [f"{{path}},sha256={{base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()}},"
+              f"{{len(text.encode())}}" for path, text in files.items()]
+    files[f"{{DIST}}.dist-info/RECORD"] = "\\n".join(record + [f"{{DIST}}.dist-info/RECORD,,"]) + "\\n"
+    name = f"{{DIST}}-py3-none-any.whl"
+    with zipfile.ZipFile(f"{{directory}}/{{name}}", "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+    return name
+"""
+
+
+def make_sdist(folder: Path, name: str, version: str, source: str) -> None:
+    """A source-only package (no wheel): building it compiles ``source`` with cc."""
+    import io
+    import tarfile
+
+    dist = f"{name.replace('-', '_')}-{version}"
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+        "backend.py": SDIST_BACKEND.format(name=name, version=version),
+        "ext.c": source,
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    }
+    with tarfile.open(folder / f"{dist}.tar.gz", "w:gz") as archive:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{dist}/{path}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
 
 
 def git(repo: Path, *args) -> str:
@@ -257,6 +310,75 @@ def test_install_update_and_a_broken_commit(server):
     assert f"{v1} is installed in {releases[0]}" in back.stdout
     assert server.head() == v1 and server.installed() == "1.0" and server.serves() == "one"
     assert server.current() == f"releases/{releases[0]}" and server.previous() == f"releases/{releases[1]}"
+
+
+# --- requirements without a wheel ------------------------------------------------
+
+# A compiler stand-in: it fails on a source that says so, as cc on code that
+# does not compile.
+FAKE_CC = '#!/bin/sh\nfor a; do case $a in *.c) grep -q "does not compile" "$a" && { echo "$a:1: error" >&2; exit 1; };; esac; done\nexit 0\n'
+
+
+def without_compiler(server: Server) -> Path:
+    """A PATH folder with every program this machine has but a C compiler,
+    and an apt-get stand-in that records its call and "installs" one."""
+    tools = server.root / "tools"
+    tools.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for entry in os.scandir(folder):
+            if entry.name in ("cc", "gcc", "c89", "c99", "clang") or (tools / entry.name).exists():
+                continue
+            if entry.is_file() and os.access(entry.path, os.X_OK):
+                (tools / entry.name).symlink_to(entry.path)
+    apt = server.bin / "apt-get"
+    apt.write_text(f'#!/bin/sh\necho "$*" >> {server.root}/apt-get.calls\n'
+                   f"printf '%s' '{FAKE_CC}' > {server.bin}/cc && chmod 755 {server.bin}/cc\n")
+    apt.chmod(0o755)
+    return tools
+
+
+def test_a_requirement_without_a_wheel_gets_the_compiler_once_and_installs(server):
+    tools = without_compiler(server)
+    make_sdist(server.wheels, "fixture-native", "1.0", "int answer(void) { return 42; }\n")
+    commit_app(server.origin, "one", "fixture-dep==1.0\nfixture-native==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    env = dict(server.env(), PATH=f"{server.bin}:{tools}")
+    first = subprocess.run([str(server.script)], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "pip must build fixture-native from source: installing build-essential and python3-dev" in first.stdout
+    calls = (server.root / "apt-get.calls").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].endswith("install --no-install-recommends build-essential python3-dev")
+    assert server.serves() == "one"
+    assert subprocess.run([f"{server.app.venv}/bin/python", "-c", "import fixture_native"]).returncode == 0
+
+    # The compiler is there now: the next build needs no apt-get.
+    make_sdist(server.wheels, "fixture-native", "2.0", "int answer(void) { return 43; }\n")
+    commit_app(server.origin, "two", "fixture-dep==1.0\nfixture-native==2.0", "v2")
+    second = subprocess.run([str(server.script), "main"], capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "pip must build" not in second.stdout and len((server.root / "apt-get.calls").read_text().splitlines()) == 1
+    assert server.serves() == "two"
+
+
+def test_a_requirement_that_does_not_build_is_named_and_nothing_changes(server):
+    (server.bin / "cc").write_text(FAKE_CC)
+    (server.bin / "cc").chmod(0o755)
+    commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    assert server.update().returncode == 0
+    releases = server.releases()
+    make_sdist(server.wheels, "fixture-broken", "1.0", "this does not compile\n")
+    commit_app(server.origin, "two", "fixture-dep==1.0\nfixture-broken==1.0", "v2")
+    broken = server.update("main")
+    assert broken.returncode != 0
+    assert "pip could not build fixture-broken from source; pip's messages are above" in broken.stdout, broken.stdout
+    assert "ext.c:1: error" in broken.stdout + broken.stderr  # the build's own output reaches the log
+    assert f"pip install failed: {releases[-1]} still serves" in broken.stdout
+    assert server.serves() == "one" and server.releases() == releases and server.supervisorctl() == []
+    # Failed for good: not retried for network.retry_minutes.
+    assert "retrying" not in broken.stdout
 
 
 def test_failing_migration_on_a_first_install_starts_nothing(server):
