@@ -27,6 +27,14 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _PortSharingServer(http.server.ThreadingHTTPServer):
+    """Binds beside the socket that reserves its port."""
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class GitRepoServer:
     """``serve=False`` makes the repository and its address but answers
     nothing until ``start``: a git host that is down."""
@@ -39,13 +47,13 @@ class GitRepoServer:
         served = workdir / "served"
         served.mkdir()
         (served / "repo.git").symlink_to(self.worktree / ".git")
-        self._served = served
         # The port is reserved for this server's whole life by a socket that
         # is bound but never listens (SO_REUSEPORT lets the serving socket
         # share it): no other test, nor an outgoing connection, can take it
         # while the host is "down", and a connection meanwhile is refused, as
         # by a host that is down.
-        self._reservation = _reuse_port_socket()
+        self._reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self._reservation.bind(("127.0.0.1", 0))
         self.port = self._reservation.getsockname()[1]
         self._handler = functools.partial(_QuietHandler, directory=str(served))
@@ -55,11 +63,7 @@ class GitRepoServer:
 
     def start(self) -> None:
         """The host comes up (again) on its port."""
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler, bind_and_activate=False)
-        server.socket.close()
-        server.socket = _reuse_port_socket()
-        server.server_bind()
-        server.server_activate()
+        server = _PortSharingServer(("127.0.0.1", self.port), self._handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self._server = server
 
@@ -105,9 +109,3 @@ class GitRepoServer:
         self.stop()
         self._reservation.close()
 
-
-def _reuse_port_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    return sock
