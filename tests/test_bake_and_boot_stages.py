@@ -168,7 +168,7 @@ def test_instance_holds_the_per_server_part(tmp_path, workstation):
     # The same path as the image's copy: the instance's script replaces it,
     # and the instance's bootcmd links the instance's own steps.
     assert "runcmd" not in doc
-    assert "bakery-${n#1}-$step" in doc["bootcmd"][0][2] and "database app certificate nginx services verdict" in doc["bootcmd"][0][2]
+    assert "bakery-${n#1}-$step" in doc["bootcmd"][0][2] and "database app certificate nginx mail verdict" in doc["bootcmd"][0][2]
     # Small: well inside the smallest provider limit, and smaller than the full user-data.
     assert len(instance) < min(t.userdata_limit for t in TARGETS.values())
     assert len(instance) < len(rendered(tmp_path, workstation, config=shared_secrets_config(tmp_path))) * 0.6

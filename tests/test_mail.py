@@ -148,8 +148,8 @@ def test_opendkim_accepts_the_rendered_config(tmp_path):
     opendkim = require_tool("opendkim")
     plan = make_plan(tmp_path, host=MAIL_HOST)
     conf = tmp_path / "opendkim.conf"
-    # Written by the services step's own lines, as on the server.
-    step = services_step(plan)
+    # Written by the dkim step's own lines, as on the server.
+    step = postfix_steps(plan)
     start = step.index(f"cat > {layout.OPENDKIM_CONF} <<")
     lines = step[start:step.index("\nBAKERY_OPENDKIM\n", start) + 17].replace(layout.OPENDKIM_CONF, str(conf))
     subprocess.run(["bash", "-c", f"set -Eeuo pipefail\n{lines}"], check=True)
@@ -238,24 +238,24 @@ def test_opendkim_signs_the_mail_domain_its_subdomains_and_the_host_name(safe_di
         assert not dkim_verifies(message.replace("Hello", "Bye").encode(), zone)
 
 
-def services_step(plan) -> str:
-    """The steps that set postfix up: services (loopback only), then dkim."""
+def postfix_steps(plan) -> str:
+    """The steps that set postfix up: services (loopback only), dkim, mail."""
     script = firstboot.first_boot_script(plan)
     bodies = []
-    for name in ("services", "dkim"):
+    for name in ("services", "dkim", "mail"):
         start = script.index(f"step_{name}() {{")
         bodies.append(script[start:script.index("\n}\n", start)])
     return "\n".join(bodies)
 
 
-def test_postfix_takes_every_setting_of_the_services_and_dkim_steps(tmp_path):
+def test_postfix_takes_every_setting_of_the_services_dkim_and_mail_steps(tmp_path):
     postconf = require_tool("postconf")
     plan = make_plan(tmp_path, host=MAIL_HOST)
     folder = tmp_path / "postfix"
     folder.mkdir()
     shutil.copy("/usr/share/postfix/main.cf.debian", folder / "main.cf")
     shutil.copy("/usr/share/postfix/master.cf.dist", folder / "master.cf")
-    settings = [line.strip() for line in services_step(plan).splitlines() if line.strip().startswith("postconf -e ")]
+    settings = [line.strip() for line in postfix_steps(plan).splitlines() if line.strip().startswith("postconf -e ")]
     assert len(settings) >= 4, settings
     for line in settings:
         subprocess.run(["bash", "-c", line.replace("postconf -e ", f"{postconf} -c {folder} -e ", 1)], check=True)
@@ -269,18 +269,26 @@ def test_postfix_takes_every_setting_of_the_services_and_dkim_steps(tmp_path):
     assert f"local:{layout.POSTFIX_QUEUE_DIR}/{mail.MILTER.split(':', 1)[1]}" in mail.opendkim_conf(plan)
 
 
-def test_signing_is_set_up_after_the_site_serves_and_outside_the_lockdown(tmp_path):
-    """Making the key takes a while on a small CPU and mail leaves unsigned
-    without it: the site comes first; postfix is loopback-only before either."""
+def test_postfix_starts_once_signing_after_the_site_serves_and_outside_the_lockdown(tmp_path):
+    """Making the key and starting postfix take a while on a small CPU and
+    mail can wait: the site comes first; postfix is loopback-only (and not
+    running) before either; it starts once, with signing wired in."""
     plan = make_plan(tmp_path, host=MAIL_HOST)
     steps = firstboot.step_names(plan)
-    assert steps.index("services") < steps.index("nginx") < steps.index("dkim") < steps.index("verdict")
-    assert "dkim" not in firstboot.LOCKDOWN
+    assert steps.index("services") < steps.index("nginx") < steps.index("dkim") < steps.index("mail") \
+        < steps.index("verdict")
+    assert "dkim" not in firstboot.LOCKDOWN and "mail" not in firstboot.LOCKDOWN
     script = firstboot.first_boot_script(plan)
-    start = script.index("step_services() {")
-    assert "loopback-only" in script[start:script.index("\n}\n", start)]
-    assert "opendkim" not in script[start:script.index("\n}\n", start)]
-
+    bodies = {}
+    for name in ("services", "dkim", "mail"):
+        start = script.index(f"step_{name}() {{")
+        bodies[name] = script[start:script.index("\n}\n", start)]
+    assert "loopback-only" in bodies["services"] and "opendkim" not in bodies["services"]
+    assert "systemctl" not in bodies["services"]  # enabled for later boots, not started here
+    assert "restart postfix" not in bodies["dkim"]
+    assert bodies["mail"].count("systemctl restart postfix") == 1
+    assert script.count("systemctl restart postfix") == 1
+    assert "myhostname = web.example.com" in bodies["mail"]
 
 
 def test_a_server_from_an_image_names_its_postfix_after_the_site_serves(tmp_path):
@@ -288,14 +296,16 @@ def test_a_server_from_an_image_names_its_postfix_after_the_site_serves(tmp_path
     each server, only its name changes (a restart, seconds on a small CPU),
     after the site serves; while baking, the lockdown comes before the app."""
     image = firstboot.step_names(stage_plan(tmp_path, "image"))
-    assert image.index("services") < image.index("app")
+    assert image.index("services") < image.index("app") and "mail" not in image
     instance_plan = stage_plan(tmp_path, "instance")
     instance = firstboot.step_names(instance_plan)
-    assert instance.index("app") < instance.index("nginx") < instance.index("services") < instance.index("dkim")
+    assert "services" not in instance
+    assert instance.index("app") < instance.index("nginx") < instance.index("dkim") < instance.index("mail")
     script = firstboot.first_boot_script(instance_plan)
-    start = script.index("step_services() {")
+    start = script.index("step_mail() {")
     body = script[start:script.index("\n}\n", start)]
     assert "myhostname = web1.example.com" in body and "systemctl restart postfix" in body
+
 
 def test_no_signer_without_a_dns_domain(tmp_path):
     plan = make_plan(tmp_path, host={"hostname": "web"})

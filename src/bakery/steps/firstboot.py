@@ -41,11 +41,9 @@ def step_names(plan) -> list:
             steps.append("harden")
     web = plan.web if plan.app else None
     nginx = bool(web and web.nginx)
-    # On a server started from an image, postfix was locked down while
-    # baking and runs already: giving it the server's name (a restart, slow
-    # on a small CPU) waits until the site serves.
-    services_now = plan.shared and (plan.mail.enabled or nginx)
-    if services_now:
+    # The lockdown of what the packages brought: nginx's default site gone,
+    # postfix loopback-only, before anything starts.
+    if plan.shared and (plan.mail.enabled or nginx):
         steps.append("services")
     if plan.locale:
         steps.append("locale")
@@ -59,12 +57,14 @@ def step_names(plan) -> list:
             if web.tls != "none":
                 steps.append("certificate")
             steps.append("nginx")
-    if plan.mail.enabled and not services_now:
-        steps.append("services")
-    # Signing comes after the site serves: outgoing mail works without it
-    # (unsigned), and on a small CPU making its key takes a while.
+    # Mail comes after the site serves: starting postfix takes seconds on a
+    # small CPU, and making the signing key longer (mail leaves unsigned
+    # without it). postfix starts once, signing included; an image starts it
+    # at boot, and each server gives it its name.
     if plan.mail.dkim and plan.per_server:
         steps.append("dkim")
+    if plan.mail.enabled and plan.per_server:
+        steps.append("mail")
     if plan.app and plan.per_server and nginx and web.tls == "letsencrypt":
         steps.append("letsencrypt")
     steps.append("verdict")

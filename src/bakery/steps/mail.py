@@ -1,14 +1,14 @@
 """DKIM signing of the server's outgoing mail (MISSION step 8): opendkim's
 configuration (its key and signing tables inline), and the paths the
-first-boot services step uses to make the key and wire postfix to opendkim.
+first-boot dkim step uses to make the key and wire postfix to opendkim.
 
-The key itself is never in user-data: the services step makes it on the
+The key itself is never in user-data: the dkim step makes it on the
 server at first boot (opendkim-genkey, 2048-bit RSA), once; `bakery dns
 --from` reads its public half over SSH. opendkim.conf is per server (the host
 name may be signed for too) and written by that step, from inside the
 first-boot script (sent compressed: a 16 KiB target has little room), so an
 image carries neither it nor a key (the Packer clean-up removes one). postfix
-(set up in the same step) hands every mail to opendkim as a milter over a
+(started by the mail step that follows) hands every mail to opendkim as a milter over a
 socket inside its chroot, and sends the mail unsigned rather than not at
 all when opendkim is down.
 
