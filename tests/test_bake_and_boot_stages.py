@@ -169,6 +169,12 @@ def test_instance_holds_the_per_server_part(tmp_path, workstation):
     # and the instance's bootcmd links the instance's own steps.
     assert "runcmd" not in doc
     assert "bakery-${n#1}-$step" in doc["bootcmd"][0][2] and "database app certificate nginx mail verdict" in doc["bootcmd"][0][2]
+    # Its steps start early, from their own unit, once cloud-init's network
+    # stage has written them; a whole server's wait for the config stage too
+    # (apt's sources, passwords), not for cloud-final either.
+    early = "run -u bakery-first-boot -p "
+    assert early + "StandardOutput=journal+console" in doc["bootcmd"][0][2]
+    assert early + "After=cloud-config.service" in yaml.safe_load(rendered(tmp_path, workstation))["bootcmd"][0][2]
     # Small: well inside the smallest provider limit, and smaller than the full user-data.
     assert len(instance) < min(t.userdata_limit for t in TARGETS.values())
     assert len(instance) < len(rendered(tmp_path, workstation, config=shared_secrets_config(tmp_path))) * 0.6

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import base64
 import gzip
+import re
 import shutil
 import subprocess
 
 import yaml
 
-from bakery.cloudconfig import UNPACKED_MARK, strip_shell_comments
+from bakery.cloudconfig import UNPACKED_MARK, without_comments
 from conftest import REPO, require_tool, run_bakery
 
 RENDERED = REPO / "examples" / "rendered"
@@ -60,11 +61,13 @@ def test_files_that_fit_no_other_way_are_unpacked_by_the_first_bootcmd(tmp_path,
     assert (tmp_path / "unpacked").exists()
     for entry in full["write_files"]:
         path = tmp_path / "root" / entry["path"].lstrip("/")
-        expected = entry["content"]
-        if expected.startswith("#!/bin/"):
-            expected = strip_shell_comments(expected)
-        assert path.read_text() == expected, entry["path"]
+        assert path.read_text() == without_comments(entry["path"], entry["content"]), entry["path"]
         assert oct(path.stat().st_mode & 0o7777) == oct(int(entry["permissions"], 8)), entry["path"]
+    # Comment lines go where "#" starts one; /etc/issue keeps its text.
+    sshd = (tmp_path / "root/etc/ssh/sshd_config.d/10-bakery.conf").read_text()
+    assert "PasswordAuthentication no" in sshd and not re.search(r"^\s*#", sshd, re.M)
+    issue = next(entry["content"] for entry in full["write_files"] if entry["path"] == "/etc/issue")
+    assert (tmp_path / "root/etc/issue").read_text() == issue
     # A second run finds the mark and leaves first boot's changes alone.
     script = tmp_path / "root/usr/local/lib/bakery/first-boot.sh"
     script.write_text("changed")

@@ -169,6 +169,12 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
     return out
 
 
+# Configuration whose comment lines start with "#" (sshd, sysctl, modprobe,
+# nginx, supervisor): packed without them too. Not /etc/issue, where "#" is
+# text, nor SQL.
+HASH_COMMENT_DIRS = ("/etc/ssh/", "/etc/sysctl.d/", "/etc/modprobe.d/", "/etc/nginx/", "/etc/supervisor/")
+
+
 def _records(entries: list, strip_comments: bool) -> bytes:
     """What UNPACK reads: each file's path, mode and size, then its bytes."""
     out = io.BytesIO()
@@ -176,8 +182,8 @@ def _records(entries: list, strip_comments: bool) -> bytes:
         content = entry["content"]
         if entry.get("encoding") == "gz+b64":
             content = gzip.decompress(base64.b64decode(content)).decode("utf-8")
-        if strip_comments and content.startswith("#!/bin/"):
-            content = strip_shell_comments(content)
+        if strip_comments:
+            content = without_comments(entry["path"], content)
         data = content.encode("utf-8")
         out.write(f"{entry['path']}\n{entry.get('permissions', '0644')}\n{len(data)}\n".encode() + data)
     return out.getvalue()
@@ -186,6 +192,16 @@ def _records(entries: list, strip_comments: bool) -> bytes:
 def _pack(entry: dict, content: str) -> None:
     entry["content"] = base64.b64encode(to_gzip(content.encode("utf-8"))).decode("ascii")
     entry["encoding"] = "gz+b64"
+
+
+def without_comments(path: str, content: str) -> str:
+    """What a packed file ``path`` carries when every byte counts: a shell
+    script or a configuration file without its comment lines."""
+    if content.startswith("#!/bin/"):
+        return strip_shell_comments(content)
+    if path.startswith(HASH_COMMENT_DIRS):
+        return "".join(line for line in content.splitlines(keepends=True) if not line.lstrip().startswith("#"))
+    return content
 
 
 def strip_shell_comments(script: str) -> str:
@@ -223,6 +239,12 @@ def emit(cloud_config: dict, fmt: str = "yaml", limit: int | None = None) -> tup
         return data, len(data)
     if fmt == "gzip-base64":
         packed = to_gzip(text.encode("utf-8"))
+        if limit is not None and len(packed) > limit:
+            # Too big: the files go without their comment lines.
+            files = [{**entry, "content": without_comments(entry["path"], entry["content"])}
+                     if "content" in entry and "encoding" not in entry else entry
+                     for entry in cloud_config.get("write_files", [])]
+            packed = to_gzip(to_yaml({**cloud_config, "write_files": files}).encode("utf-8"))
         return base64.b64encode(packed) + b"\n", len(packed)
     raise BakeryError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 

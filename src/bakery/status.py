@@ -367,7 +367,7 @@ def _final(connection: Connection, watched: Watched, judgement: Judgement) -> Ve
     if state.word == "failed":
         answer = connection.run(AS_ROOT, details_script(watched, state.step))
         verdict.log_tail = answer.stdout.splitlines() if answer.ok else [f"(could not read it: {answer.reason})"]
-        verdict.retry = retry_commands(connection.destination, watched, state.step, verdict.log_tail)
+        verdict.retry = retry_commands(connection.destination, watched, verdict.log_tail)
     return verdict
 
 
@@ -379,11 +379,13 @@ def _timed_out(connection: Connection, watched: Watched, last: Optional[Judgemen
                    reason="" if last else reason, timeout=timeout)
 
 
-def retry_commands(destination: Destination, watched: Watched, step: str, log_tail: list[str]) -> list[str]:
+def retry_commands(destination: Destination, watched: Watched, log_tail: list[str]) -> list[str]:
     """The commands that run it again, as the user types them."""
     if watched.since_power_on:
-        return [destination.command_line(f"sudo {watched.retry}"),
-                destination.command_line(f"sudo {watched.retry} --step {step}")]
+        # The whole script: each step is safe to run again, and it carries on
+        # past the one that failed (run alone, a step after the failed one
+        # is not run, and a step before it leaves the rest undone).
+        return [destination.command_line(f"sudo {watched.retry}")]
     ref = ""
     for line in log_tail:
         if watched.header in line:

@@ -151,8 +151,8 @@ def verdict_lines(verdict: Verdict, paint: Callable[[str, str], str] = lambda wo
                  f"bakery: the end of its log ({verdict.log}):"]
         lines += ["  " + clean(line) for line in verdict.log_tail] or ["  (empty)"]
         lines.append(f"bakery: fix the cause, then run it again: {verdict.retry[0]}")
-        if len(verdict.retry) > 1:
-            lines.append(f"bakery: that step alone: {verdict.retry[1]} (a reboot carries first boot on too)")
+        if verdict.title == "first boot":
+            lines.append("bakery: a reboot carries first boot on too")
         return lines
     if judgement is None:
         return [f"bakery: {paint('waiting', 'no SSH')} on {verdict.destination} after {clock(verdict.timeout)} "

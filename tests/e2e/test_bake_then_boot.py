@@ -84,6 +84,13 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
         log = guest.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
         assert log.count("== step 1/") == 1 and "was prepared: no fetch, no pip install" in \
             guest.ssh("sudo -n cat /var/log/bakery/update.log").stdout, log[-3000:]
+        # The steps ran early, from their own unit, not in cloud-final (which
+        # waits for every service the image starts); cloud-final's links
+        # reported them and gave the verdict.
+        early = guest.ssh("sudo -n journalctl -b -u bakery-first-boot --no-pager").stdout
+        assert "== step 1/" in early and "step verdict" not in early, early[-3000:]
+        final = guest.ssh("sudo -n cat /var/log/cloud-init-output.log").stdout
+        assert "bakery: step app, earlier in this boot: done (exit 0)" in final, final[-3000:]
         checks.assert_cloud_init_done(guest)
         checks.assert_firewall_allows_exactly(guest, scenario.MAIN_RULES)
     finally:

@@ -13,7 +13,11 @@ owns completion instead:
   the steps run again, or, when a boot was cut before they started, the
   delivery of their files too;
 - the steps that lock the machine down come first and run even after an
-  earlier one failed; the final line says "ready" only when all succeeded.
+  earlier one failed; the final line says "ready" only when all succeeded;
+- the bootcmd also starts the steps early, from a unit of their own
+  (EARLY_UNIT), instead of in cloud-final, which waits for every service the
+  image starts at boot; each step records how it ended for that boot
+  (RAN_DIR), and the links report that instead of running it again.
 """
 
 from __future__ import annotations
@@ -28,6 +32,16 @@ SCRIPT = f"{LIB_DIR}/first-boot.sh"
 RUNPARTS_DIR = "/var/lib/cloud/scripts/per-instance"
 # The steps that close the machine; each later step opens something.
 LOCKDOWN = ("ssh", "packages", "firewall", "harden", "services")
+# The steps run early, from this unit, which the bootcmd starts: not in
+# cloud-final, which waits for every service the image starts at boot
+# (multi-user.target); cloud-final's links report them. A whole server's
+# wait for cloud-init's config stage (apt sources, passwords, time zone); a
+# server from a baked image needs only the network stage, which writes the
+# script and which a unit's default ordering (after sysinit.target) follows.
+EARLY_UNIT = "bakery-first-boot"
+EARLY_AFTER = "cloud-config.service"
+# What each step run --once ended with, this boot only (a tmpfs).
+RAN_DIR = "/run/bakery/ran"
 
 
 def step_names(plan) -> list:
@@ -79,7 +93,8 @@ def _context(plan, where=None) -> dict:
                 packages=packages.package_list(plan) if plan.shared else [],
                 debconf=packages.debconf_selections(plan) if plan.shared else "",
                 apt_options=packages.apt_options(plan), prefetch_unit=packages.PREFETCH_UNIT, prefetch_dir=packages.PREFETCH_DIR,
-                sources_digest=packages.SOURCES_DIGEST,
+                sources_digest=packages.SOURCES_DIGEST, ran_dir=RAN_DIR,
+                early_unit=EARLY_UNIT, early_after=None if plan.stage == "instance" else EARLY_AFTER,
                 app_first=packages.APP_FIRST)
 
 
