@@ -240,6 +240,18 @@ def test_packages_come_from_the_fetch_made_while_cloud_init_ran(server):
     assert server.ssh("systemctl is-active bakery-apt-prefetch", check=False).stdout.strip() == "inactive"
 
 
+def test_the_steps_ran_early_and_cloud_init_reported_them(server):
+    """The steps ran from bakery-first-boot once cloud-init's config stage was
+    over, not in cloud-final (which waits for multi-user.target); cloud-final's
+    links said how each ended and gave the verdict."""
+    early = server.ssh("sudo -n journalctl -b -u bakery-first-boot --no-pager").stdout
+    assert "== step 1/" in early and " -- step app done in " in early and "step verdict" not in early, early[-3000:]
+    final = server.ssh("sudo -n cat /var/log/cloud-init-output.log").stdout
+    for step in ("ssh", "packages", "firewall", "app", "nginx"):
+        assert f"bakery: step {step}, earlier in this boot: done (exit 0)" in final, final[-3000:]
+    assert "== step " in final[final.index("bakery: step nginx, earlier"):]  # the verdict, run by cloud-final
+
+
 def test_console_says_ready_only_after_every_step(server):
     console = server.console_log.read_text(errors="replace")
     assert re.search(rf"bakery: {re.escape(HOST)} is ready after \d+ seconds", console), server.console_tail()
