@@ -273,6 +273,8 @@ def test_to_fit_16_kib_the_scripts_lose_only_their_comment_lines(tmp_path, works
                     break
                 removed.append(original)
             assert all(not r.strip() or r.strip().startswith("#") for r in removed), removed
+        if not whole[path].startswith("#!/bin/"):
+            continue  # a configuration file (sshd's, nginx's): its comment lines alone went
         script = tmp_path / path.rsplit("/", 1)[-1]
         script.write_text(fitted[path])
         check = subprocess.run(["shellcheck", "--severity=style", str(script)], capture_output=True, text=True)
