@@ -140,7 +140,7 @@ def test_image_holds_no_secret_and_no_host_name(tmp_path, workstation):
     assert "microblog-update --prepare v0.17" in script
     for per_server in ("db_bootstrap", "openssl req", "sites-enabled/microblog", "supervisorctl", "myhostname"):
         assert per_server not in script
-    # postfix is loopback-only in the image already: it starts at each boot.
+    # postfix is loopback-only in the image already; each server starts it.
     assert "postconf -e 'inet_interfaces = loopback-only'" in script
     assert doc["package_update"] is False and "default-mysql-server" in first_boot_packages(doc)
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bakery.layout import MYSQL_CONF
 from bakery.steps import database
 from bakery.templating import mysql_string
 
@@ -268,3 +269,49 @@ def test_the_update_dump_restores_the_postgresql_database_as_it_was(tmp_path, po
     assert psql("SELECT text FROM greeting") == "before"
     assert psql("SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'") == "greeting"
     assert psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'dumped'", "postgres") == "dumper"
+
+
+# --- MySQL's server settings ------------------------------------------------------
+
+def stage_plan(tmp_path, stage: str, engine: str = "mysql"):
+    import yaml
+
+    from bakery.pipeline import render_config
+    from bakery.targets import get_target
+    from stack_helpers import MICROBLOG_APP, public_key
+
+    path = tmp_path / f"{stage}-{engine}.yaml"
+    path.write_text(yaml.safe_dump({"admin": {"name": "ubuntu", "ssh_keys": [public_key()]},
+                                    "host": {"domain": "example.com"}, "app": MICROBLOG_APP,
+                                    "database": {"engine": engine}}))
+    return render_config(path, get_target("generic"), environ={}, home=tmp_path, stage=stage,
+                         hostname="web1" if stage == "instance" else None, save_secrets=False).plan
+
+
+@pytest.mark.parametrize("stage, engine, expected", [
+    ("full", "mysql", True), ("image", "mysql", True),
+    ("instance", "mysql", False),  # the image has it
+    ("full", "postgresql", False),
+])
+def test_mysql_settings_are_written_before_the_package_installs(tmp_path, stage, engine, expected):
+    files = {f["path"]: f for f in database.build(stage_plan(tmp_path, stage, engine)).get("write_files", [])}
+    assert (MYSQL_CONF in files) is expected
+    if expected:
+        assert files[MYSQL_CONF]["permissions"] == "0644" and "performance_schema = OFF" in files[MYSQL_CONF]["content"]
+
+
+def test_mariadb_s_server_takes_the_mysql_settings(tmp_path):
+    """Debian's MariaDB reads the same folder as Ubuntu's MySQL; it knows
+    every option set there (an unknown one stops the server from starting)."""
+    server = require_tool("mariadbd")
+    settings = tmp_path / "bakery.cnf"
+    settings.write_text(database.MYSQL_SETTINGS)
+    shown = subprocess.run([server, f"--defaults-file={settings}", "--help", "--verbose"],
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    values = dict(line.split(None, 1) for line in shown.stdout.splitlines() if line.startswith("performance-schema "))
+    assert values["performance-schema"].strip() == "FALSE"
+    bad = tmp_path / "bad.cnf"
+    bad.write_text(database.MYSQL_SETTINGS + "no_such_setting = 1\n")
+    refused = subprocess.run([server, f"--defaults-file={bad}", "--help", "--verbose"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "no_such_setting" in refused.stderr

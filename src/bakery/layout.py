@@ -15,6 +15,8 @@ FIRST_BOOT_STATUS = f"{STATE_DIR}/status"  # "running N/T STEP", "ready" or "fai
 FIRST_BOOT_LOG = f"{LOG_DIR}/first-boot.log"  # what first-boot.sh.j2 writes
 UPDATE_LOG = f"{LOG_DIR}/update.log"  # what update.sh.j2 writes
 CERT_DIR = "/etc/ssl/bakery"  # the self-signed certificate, made on the server
+# Read by MySQL's and MariaDB's server alike (both packages' my.cnf include it).
+MYSQL_CONF = "/etc/mysql/conf.d/bakery.cnf"
 
 # DKIM: the signing key is made on the server at first boot, in Debian's
 # folder for opendkim's keys (opendkim's own, mode 0700). Fixed names, so

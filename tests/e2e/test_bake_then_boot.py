@@ -56,6 +56,9 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
         # An image never holds the per-server parts.
         assert guest.ssh(f"sudo -n test -e {scenario.APP_DIR}/.env", check=False).returncode != 0
         assert guest.ssh("test -e /etc/nginx/sites-enabled/fixture", check=False).returncode != 0
+        # postfix, locked down, does not start at a new server's boot under the image's name.
+        assert guest.ssh("systemctl is-enabled postfix", check=False).stdout.strip() == "disabled"
+        assert guest.ssh("sudo -n postconf -h inet_interfaces").stdout.strip() == "loopback-only"
         # One session, as in a Packer build: without host keys sshd takes no
         # new connection; the machine is then shut down and the disk kept.
         clean = upload(guest, "clean-image.sh")
@@ -93,5 +96,11 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
         assert "bakery: step app, earlier in this boot: done (exit 0)" in final, final[-3000:]
         checks.assert_cloud_init_done(guest)
         checks.assert_firewall_allows_exactly(guest, scenario.MAIN_RULES)
+        # The mail step started postfix, once, under this server's name, for every later boot.
+        assert guest.ssh("systemctl is-active postfix@-; systemctl is-enabled postfix").stdout.split() == \
+            ["active", "enabled"]
+        assert guest.ssh("sudo -n postconf -h myhostname").stdout.strip() == INSTANCE_HOST
+        assert guest.ssh("sudo -n journalctl -b -u postfix@- --no-pager -o cat | grep -c '^Started '",
+                         check=False).stdout.strip() == "1"
     finally:
         repo.close()

@@ -417,6 +417,8 @@ def test_database_server_is_the_distribution_s(server, tier):
         assert version.startswith("8.") and "MariaDB" not in version, version  # MySQL 8
     else:
         assert "MariaDB" in version, version
+    # bakery's settings for a small server (MySQL's default is ON).
+    assert server.ssh(f'sudo -n {MYSQL} -N -e "SELECT @@performance_schema"').stdout.strip() == "0"
 
 
 def test_database_user_is_local_only(server):
