@@ -301,7 +301,8 @@ def test_a_server_from_an_image_names_its_postfix_after_the_site_serves(tmp_path
     start = script.index("step_services() {")
     body = script[start:script.index("\n}\n", start)]
     # Not started at a new server's boot under the image's name: its mail step starts it.
-    assert "loopback-only" in body and "systemctl disable postfix" in body and "enable_unit postfix" not in body
+    assert "loopback-only" in body and "enable_unit postfix" not in body
+    assert "then systemctl disable postfix; fi" in body
     instance_plan = stage_plan(tmp_path, "instance")
     instance = firstboot.step_names(instance_plan)
     assert "services" not in instance
