@@ -9,7 +9,6 @@ for real (prepare in the image, then a first boot without the network)."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -141,7 +140,7 @@ def test_image_holds_no_secret_and_no_host_name(tmp_path, workstation):
     assert "microblog-update --prepare v0.17" in script
     for per_server in ("db_bootstrap", "openssl req", "sites-enabled/microblog", "supervisorctl", "myhostname"):
         assert per_server not in script
-    # postfix is loopback-only in the image already; each server starts it.
+    # postfix is loopback-only in the image already: it starts at each boot.
     assert "postconf -e 'inet_interfaces = loopback-only'" in script
     assert doc["package_update"] is False and "default-mysql-server" in first_boot_packages(doc)
 
@@ -327,35 +326,3 @@ def test_instance_names_what_cloud_init_resets_on_each_new_instance(tmp_path):
     assert "update-locale LANG=en_GB.UTF-8" in script
     assert "timezone" not in instance and "packages" not in instance
 
-
-def _plan(tmp_path, stage, **sections):
-    config = {"admin": {"name": "ubuntu", "ssh_keys": [public_key()]}, "host": {"domain": "example.com"},
-              "app": MICROBLOG_APP, **sections}
-    config = {key: value for key, value in config.items() if value is not None}
-    path = tmp_path / f"{stage}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return render_config(path, get_target("generic"), environ={}, home=tmp_path, stage=stage,
-                         hostname="web1" if stage == "instance" else None, save_secrets=False).plan
-
-
-@pytest.mark.parametrize("stage, sections, held", [
-    ("image", {}, ["supervisor", "nginx", "opendkim", "postfix"]),
-    ("image", {"mail": {"enabled": False}}, ["supervisor", "nginx"]),
-    ("image", {"host": {"hostname": "pi"}, "mail": {"enabled": False}, "web": {"nginx": False}}, ["supervisor"]),
-    ("image", {"app": None, "mail": {"enabled": False}}, []),
-    ("full", {}, []),
-    ("instance", {}, []),
-])
-def test_an_image_leaves_disabled_what_each_server_starts_in_its_own_steps(tmp_path, stage, sections, held):
-    from bakery.steps import firstboot
-
-    plan = _plan(tmp_path, stage, **sections)
-    assert firstboot.held_for_each_server(plan) == held
-    script = firstboot.first_boot_script(plan)
-    if held:
-        assert "services" in firstboot.step_names(plan)
-        start = script.index("step_services() {")
-        body = script[start:script.index("\n}\n", start)]
-        assert re.findall(r"then systemctl disable (\S+); fi", body) == held
-    else:
-        assert "systemctl disable" not in script

@@ -56,9 +56,8 @@ def step_names(plan) -> list:
     web = plan.web if plan.app else None
     nginx = bool(web and web.nginx)
     # The lockdown of what the packages brought: nginx's default site gone,
-    # postfix loopback-only, before anything starts; in an image, the
-    # services each server starts in its own steps kept from starting at boot.
-    if plan.shared and (plan.mail.enabled or nginx or held_for_each_server(plan)):
+    # postfix loopback-only, before anything starts.
+    if plan.shared and (plan.mail.enabled or nginx):
         steps.append("services")
     if plan.locale:
         steps.append("locale")
@@ -74,8 +73,10 @@ def step_names(plan) -> list:
             steps.append("nginx")
     # Mail comes after the site serves: starting postfix takes seconds on a
     # small CPU, and making the signing key longer (mail leaves unsigned
-    # without it). postfix starts once, signing included, on a server from
-    # an image too (held_for_each_server).
+    # without it). postfix starts once, signing included; an image starts it
+    # at boot, and each server gives it its name. (Left disabled in the image,
+    # enabling it here, with systemd's reload and the SysV scripts, cost more
+    # than its start at boot: 20 s on a small VM.)
     if plan.mail.dkim and plan.per_server:
         steps.append("dkim")
     if plan.mail.enabled and plan.per_server:
@@ -84,24 +85,6 @@ def step_names(plan) -> list:
         steps.append("letsencrypt")
     steps.append("verdict")
     return steps
-
-
-def held_for_each_server(plan) -> list:
-    """The services that each server made from this image starts in its own
-    steps, with its own settings and name (app: supervisor; nginx; dkim:
-    opendkim; mail: postfix). The image leaves them disabled: started at
-    boot as well, they would compete with the database's start for the CPU
-    (tens of seconds on a small VM), only to be restarted a minute later."""
-    if plan.stage != "image" or not plan.app:
-        return []
-    units = ["supervisor"]
-    if plan.web and plan.web.nginx:
-        units.append("nginx")
-    if plan.mail.dkim:
-        units.append("opendkim")
-    if plan.mail.enabled:
-        units.append("postfix")
-    return units
 
 
 def _context(plan, where=None) -> dict:
@@ -114,7 +97,7 @@ def _context(plan, where=None) -> dict:
                 apt_options=packages.apt_options(plan), prefetch_unit=packages.PREFETCH_UNIT, prefetch_dir=packages.PREFETCH_DIR,
                 sources_digest=packages.SOURCES_DIGEST, ran_dir=RAN_DIR,
                 early_unit=EARLY_UNIT, early_after=None if plan.stage == "instance" else EARLY_AFTER,
-                app_first=packages.APP_FIRST, held=held_for_each_server(plan))
+                app_first=packages.APP_FIRST)
 
 
 def first_boot_script(plan, paths=None) -> str:
