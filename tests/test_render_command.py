@@ -285,11 +285,11 @@ def test_to_fit_16_kib_the_scripts_lose_only_their_comment_lines(tmp_path, works
 # --- environment references --------------------------------------------------
 
 def test_env_references(tmp_path, workstation):
-    cfg = write(tmp_path, BASE + "app:\n  repo: https://example.com/app.git\n  dotenv:\n    KEY: ${MY_KEY}\n    OTHER: ${UNSET_ONE:-fallback}\n    LITERAL: $${NOT_EXPANDED}\n")
+    cfg = write(tmp_path, BASE + "app:\n  repo: https://example.com/app.git\n  dotenv:\n    KEY: ${MY_KEY}\n    OTHER: ${UNSET_ONE:-fallback}\n    LITERAL: $NOT_EXPANDED\n")
     ok = run_bakery(["render", "-c", cfg], home=workstation, env={"MY_KEY": "s3cr3t"})
     assert ok.returncode == 0, stderr(ok)
     text = ok.stdout.decode()
-    assert "KEY='s3cr3t'" in text and "OTHER='fallback'" in text and "LITERAL='${NOT_EXPANDED}'" in text
+    assert "KEY='s3cr3t'" in text and "OTHER='fallback'" in text and "LITERAL='$NOT_EXPANDED'" in text
     missing = run_bakery(["render", "-c", cfg], home=workstation)
     assert missing.returncode == 2
     assert f"{cfg}:8:10: app.dotenv.KEY: environment variable MY_KEY is not set" in stderr(missing)

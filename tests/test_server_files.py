@@ -219,8 +219,9 @@ def base_plan(tmp_path_factory):
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
-# The plan refuses values ending in a backslash (python-dotenv misreads them).
-@given(values=st.dictionaries(names, line.filter(lambda v: not v.endswith("\\")), max_size=5))
+# The plan refuses values ending in a backslash (python-dotenv misreads them)
+# and values with ${ (python-dotenv expands them, quoted or not).
+@given(values=st.dictionaries(names, line.filter(lambda v: not v.endswith("\\") and "${" not in v), max_size=5))
 def test_dotenv_values_round_trip_through_python_dotenv(base_plan, values):
     from dotenv import dotenv_values
 
@@ -464,3 +465,12 @@ def test_first_boot_starts_certbot_s_renewal_timer(tmp_path, obtained):
     if not obtained:
         expected.append("enable --now bakery-letsencrypt-microblog.timer")
     assert calls.read_text().splitlines() == expected
+
+
+def test_a_dotenv_value_python_dotenv_would_expand_is_refused(tmp_path):
+    from bakery.errors import ConfigError
+
+    app = dict(MICROBLOG_APP, dotenv={"GREETING": "costs $${PRICE}"})  # $$: a literal $ in bakery.yaml
+    with pytest.raises(ConfigError) as refused:
+        make_plan(tmp_path, app=app)
+    assert "app.dotenv.GREETING" in str(refused.value) and "cannot contain '${'" in str(refused.value)

@@ -112,9 +112,13 @@ def app_environment(ctx: Context):
     if not app:
         return
     for key, value in app["dotenv"].items():
-        # python-dotenv cannot read a quoted value that spans lines or ends in a backslash.
+        # python-dotenv cannot read a quoted value that spans lines or ends in a
+        # backslash, and expands ${NAME} even inside single quotes (1.2.4).
         if re.search(r"[\r\n\x00]|\\$", str(value)):
             yield ("app", "dotenv", key), "a .env value cannot contain a line break or end with a backslash"
+        elif "${" in str(value):
+            yield ("app", "dotenv", key), \
+                "a .env value cannot contain '${': python-dotenv, which reads the .env, would put the variable NAME's value in place of ${NAME}, even in single quotes"
     for key in app["environment"]:
         if key in RESERVED_ENVIRONMENT:
             yield ("app", "environment", key), f"{key} is set by the login shell or bakery's scripts and cannot be overridden here"

@@ -69,6 +69,9 @@ def dotenv_value(value) -> str:
         # python-dotenv reads an escaped backslash before the closing quote as
         # an escaped quote.
         raise UnsafeValue(".env values cannot end with a backslash")
+    if "${" in text:
+        # python-dotenv expands ${NAME} even in single quotes (1.2.4), with no escape.
+        raise UnsafeValue(".env values cannot contain '${'")
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
