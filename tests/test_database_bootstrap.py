@@ -315,3 +315,58 @@ def test_mariadb_s_server_takes_the_mysql_settings(tmp_path):
     bad.write_text(database.MYSQL_SETTINGS + "no_such_setting = 1\n")
     refused = subprocess.run([server, f"--defaults-file={bad}", "--help", "--verbose"], capture_output=True, text=True)
     assert refused.returncode != 0 and "no_such_setting" in refused.stderr
+
+
+def maintenance_password_function(plan) -> str:
+    """The first-boot script's new_maintenance_password, with its variables."""
+    from bakery.steps import firstboot
+
+    script = firstboot.first_boot_script(plan)
+    start = script.index("MAINTENANCE_CNF=")
+    end = script.index("\n}\n", script.index("new_maintenance_password() {")) + 3
+    return script[start:end]
+
+
+def test_a_server_from_an_image_gives_the_maintenance_account_its_own_password(tmp_path, mariadb):
+    """Ubuntu's MySQL package leaves debian-sys-maint's password in
+    debian.cnf, the same on every server of an image: an instance's first
+    boot changes it, on the server and in the file, and can do it again."""
+    from bakery.steps import firstboot
+
+    # A whole server's package made the password on the server itself.
+    for stage in ("full", "image"):
+        assert "new_maintenance_password" not in firstboot.first_boot_script(stage_plan(tmp_path, stage))
+    baked = "Baked-In-Image-1"
+    mariadb.client(sql=f"DROP USER IF EXISTS 'debian-sys-maint'@'localhost'; "
+                       f"CREATE USER 'debian-sys-maint'@'localhost' IDENTIFIED BY '{baked}';")
+    cnf = tmp_path / "debian.cnf"
+    # Ubuntu's layout: the same account in two sections.
+    cnf.write_text("".join(f"[{section}]\nhost     = localhost\nuser     = debian-sys-maint\npassword = {baked}\n"
+                           f"socket   = {mariadb.socket}\n" for section in ("client", "mysql_upgrade")))
+    cnf.chmod(0o600)
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    (wrappers / "mariadb").write_text(f'#!/bin/sh\nexec {require_tool("mariadb")} --socket={mariadb.socket} "$@"\n')
+    (wrappers / "mariadb").chmod(0o755)
+    env = dict(os.environ, PATH=f"{wrappers}:{os.environ['PATH']}")
+    function = maintenance_password_function(stage_plan(tmp_path, "instance")).replace(
+        "MAINTENANCE_CNF=/etc/mysql/debian.cnf", f"MAINTENANCE_CNF={cnf}")
+    seen = []
+    for _ in range(2):
+        ran = run_bash(function + "\nnew_maintenance_password", env)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == "" and baked not in ran.stderr
+        passwords = {line.split("=", 1)[1].strip() for line in cnf.read_text().splitlines() if line.startswith("password")}
+        assert len(passwords) == 1 and baked not in passwords and passwords.isdisjoint(seen)
+        seen += passwords
+        assert oct(cnf.stat().st_mode & 0o777) == "0o600" and not (tmp_path / "debian.cnf.new").exists()
+        # The account logs in with the file, and with nothing else.
+        login = subprocess.run([require_tool("mariadb"), f"--defaults-file={cnf}", "--batch", "--skip-column-names",
+                                "-e", "SELECT CURRENT_USER()"], capture_output=True, text=True)
+        assert login.stdout.strip() == "debian-sys-maint@localhost", login.stderr
+    assert mariadb.client("-e", "SELECT 1", user="debian-sys-maint", password=baked, check=False).returncode != 0
+    # Debian's MariaDB package: debian.cnf names root and no password; left alone.
+    cnf.write_text(f"[client]\nhost     = localhost\nuser     = root\nsocket   = {mariadb.socket}\n")
+    before = cnf.read_text()
+    ran = run_bash(function + "\nnew_maintenance_password", env)
+    assert ran.returncode == 0 and cnf.read_text() == before

@@ -226,7 +226,8 @@ def test_build_scripts_pass_shellcheck(script):
 def test_clean_up_removes_per_instance_state():
     script = (REPO / "packer" / "scripts" / "clean-image.sh").read_text()
     for step in ("cloud-init clean --logs", "rm -f /etc/ssh/ssh_host_*", "truncate -s 0 /etc/machine-id",
-                 "/var/lib/dbus/machine-id", ".bash_history"):
+                 "/var/lib/dbus/machine-id", ".bash_history", "ssl-cert-snakeoil.key", "/var/lib/mysql/$file",
+                 "/var/lib/systemd/credential.secret"):
         assert step in script
     for builder in BUILDERS:
         template = (REPO / "packer" / f"{builder}.pkr.hcl").read_text()

@@ -21,6 +21,21 @@ rm -rf /etc/bakery/secrets
 # So is the DKIM signing key: each server makes its own at its first boot.
 rm -rf /etc/dkimkeys/bakery.private /etc/dkimkeys/bakery.txt /etc/dkimkeys/new.*
 
+# Keys and ids the packages made when they were installed, which every server
+# started from the image would otherwise share; each server makes its own:
+# - ssl-cert's "snakeoil" key and certificate (the TLS of postfix and
+#   PostgreSQL): made again by bakery's first boot before any service starts;
+# - MySQL's server id and its TLS and RSA keys: made again by MySQL itself when
+#   it starts without them (MariaDB has none of these);
+# - systemd's random seed and its secret for encrypted credentials.
+find /etc/ssl/certs -maxdepth 1 -type l -lname ssl-cert-snakeoil.pem -delete 2>/dev/null || true
+rm -f /etc/ssl/private/ssl-cert-snakeoil.key /etc/ssl/certs/ssl-cert-snakeoil.pem
+for file in auto.cnf ca.pem ca-key.pem server-cert.pem server-key.pem client-cert.pem client-key.pem \
+        private_key.pem public_key.pem; do
+    rm -f "/var/lib/mysql/$file"
+done
+rm -f /var/lib/systemd/random-seed /var/lib/systemd/credential.secret
+
 # An empty machine-id (not a missing one) makes systemd generate a new id on the
 # next boot without treating it as a first boot of an unprovisioned system.
 truncate -s 0 /etc/machine-id

@@ -10,6 +10,8 @@ the VM too); ``bench/first-boot`` measures the same path in the VM.
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from bakery.resources import data_path
@@ -22,6 +24,25 @@ from .image import RECORD
 pytestmark = [pytest.mark.e2e]
 SCRIPTS = data_path("packer") / "scripts"
 INSTANCE_HOST = "web1.example.test"
+# What the packages make when they are installed and each server must make
+# its own of (Packer's clean-up removes them; MariaDB has no server id or keys).
+PACKAGE_SECRETS = {
+    "/etc/ssl/private/ssl-cert-snakeoil.key": "ssl-cert's key (postfix's TLS)",
+    "/var/lib/mysql/auto.cnf": "MySQL's server id",
+    "/var/lib/mysql/ca-key.pem": "MySQL's TLS CA key",
+    "/var/lib/mysql/server-key.pem": "MySQL's TLS key",
+    "/var/lib/mysql/private_key.pem": "MySQL's RSA key for passwords",
+    "/etc/mysql/debian.cnf": "the password of MySQL's maintenance account",
+}
+# The digest of each of those files that exists; of debian.cnf, its password
+# lines only (Debian's MariaDB has none).
+DIGESTS = ("for f in " + " ".join(PACKAGE_SECRETS) + "; do [ -e $f ] || continue; "
+           "if [ $f = /etc/mysql/debian.cnf ]; then grep -s '^password' $f | grep -q . || continue; "
+           "d=$(grep '^password' $f | sha256sum); else d=$(sha256sum < $f); fi; echo \"$f ${d%% *}\"; done")
+
+
+def package_secrets(guest) -> dict:
+    return dict(line.split() for line in guest.ssh(f"sudo -n sh -c {shlex.quote(DIGESTS)}").stdout.splitlines())
 
 
 def upload(guest, name: str) -> str:
@@ -52,7 +73,11 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
         baked = {
             "host_key": guest.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.strip(),
             "instance": guest.ssh("cat /var/lib/cloud/data/instance-id").stdout.strip(),
+            "packages": package_secrets(guest),
+            "swap": guest.ssh("swapon --show=NAME --noheadings").stdout.split(),
         }
+        # The image of record has all of them (MySQL 8, ssl-cert with postfix).
+        assert set(baked["packages"]) == set(PACKAGE_SECRETS), baked["packages"]
         # An image never holds the per-server parts.
         assert guest.ssh(f"sudo -n test -e {scenario.APP_DIR}/.env", check=False).returncode != 0
         assert guest.ssh("test -e /etc/nginx/sites-enabled/fixture", check=False).returncode != 0
@@ -78,6 +103,20 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
         assert guest.ssh("hostname").stdout.strip() == "web1"
         assert guest.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.strip() != baked["host_key"]
         assert guest.ssh("cat /var/lib/cloud/data/instance-id").stdout.strip() != baked["instance"]
+        # The image's swap, and its fstab without a line twice.
+        assert guest.ssh("swapon --show=NAME --noheadings").stdout.split() == baked["swap"]
+        fstab = [line.split() for line in guest.ssh("cat /etc/fstab").stdout.splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")]
+        assert len({entry[0] for entry in fstab}) == len(fstab), fstab
+        # What the packages made at the bake, this server made again for itself.
+        made_here = package_secrets(guest)
+        for path, digest in baked["packages"].items():
+            assert made_here.get(path, digest) != digest, f"{PACKAGE_SECRETS[path]} ({path}) is the image's"
+        # ...and it serves with them: postfix's TLS, MySQL's maintenance login.
+        pair = guest.ssh("sudo -n sh -c 'openssl x509 -noout -pubkey -in /etc/ssl/certs/ssl-cert-snakeoil.pem; "
+                         "openssl pkey -pubout -in /etc/ssl/private/ssl-cert-snakeoil.key'").stdout.split("-----BEGIN")
+        assert len(pair) == 3 and pair[1] == pair[2], pair
+        assert "mysqld is alive" in guest.ssh("sudo -n mysqladmin --defaults-file=/etc/mysql/debian.cnf ping").stdout
         subject = guest.ssh(f"echo | openssl s_client -connect 127.0.0.1:443 -servername {INSTANCE_HOST} "
                             "2>/dev/null | openssl x509 -noout -subject").stdout
         assert "web1" in subject, subject

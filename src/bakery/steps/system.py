@@ -1,7 +1,7 @@
 """Machine-wide settings cloud-init has modules for: host name, time zone,
 swap, trusted CAs, apt and pip mirrors/proxies, and the final message.
 The host name is per server; the rest is the same on every server and is
-baked into images (swap and the apt proxy are named in both stages)."""
+baked into images (the apt proxy is named in both stages)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,16 @@ def build(plan) -> dict:
         out.update(host_name(plan))
     if plan.shared:
         out.update(machine(plan))
-    # Swap and the apt proxy are named in every stage: on each new instance
-    # cloud-init rewrites the fstab lines it owns and the apt proxy file, and
-    # would drop the image's swap file and proxy unless the instance's config
-    # names them too (an existing swap file is kept as it is).
-    if plan.swap_size:
-        out["swap"] = {"filename": "/swapfile", "size": plan.swap_size, "maxsize": plan.swap_size}
+        # Baked once: cloud-init 24 and later write the swap line without the
+        # mark they recognise their own lines by, so an instance naming it
+        # again got a second line (systemd's fstab generator then fails on
+        # every boot) and a reload of systemd in the middle of its boot. An
+        # instance naming no mounts leaves the image's line alone.
+        if plan.swap_size:
+            out["swap"] = {"filename": "/swapfile", "size": plan.swap_size, "maxsize": plan.swap_size}
+    # The apt proxy is named in every stage: on each new instance cloud-init
+    # rewrites its proxy file, and would remove the image's unless the
+    # instance's config names it too.
     if plan.apt_proxy:
         out.setdefault("apt", {})["proxy"] = plan.apt_proxy
     # cloud-init prints this on every boot, whatever bakery's steps did: it
