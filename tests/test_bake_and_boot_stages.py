@@ -17,6 +17,7 @@ import yaml
 
 from bakery.pipeline import render_config
 from bakery.steps import app as app_step
+from bakery.steps import firstboot
 from bakery.steps.firstboot import SCRIPT as FIRST_BOOT
 from bakery.targets import SD_IMAGE, TARGETS, get_target
 
@@ -172,9 +173,14 @@ def test_instance_holds_the_per_server_part(tmp_path, workstation):
     # Its steps start early, from their own unit, once cloud-init's network
     # stage has written them; a whole server's wait for the config stage too
     # (apt's sources, passwords), not for cloud-final either.
-    early = "run -u bakery-first-boot -p "
-    assert early + "StandardOutput=journal+console" in doc["bootcmd"][0][2]
-    assert early + "After=cloud-config.service" in yaml.safe_load(rendered(tmp_path, workstation))["bootcmd"][0][2]
+    def early_run(bootcmd: str) -> str:
+        return next(line for line in bootcmd.splitlines() if line.startswith("run -u bakery-first-boot "))
+
+    assert "After=" not in early_run(doc["bootcmd"][0][2])
+    assert "-p After=cloud-config.service" in early_run(yaml.safe_load(rendered(tmp_path, workstation))["bootcmd"][0][2])
+    # Until the verdict, the steps and the services the site needs get the CPU first.
+    assert f"-p CPUWeight={firstboot.SERVING_CPU_WEIGHT}" in early_run(doc["bootcmd"][0][2])
+    assert "SERVING=(mysql.service mariadb.service supervisor.service nginx.service)" in script
     # Small: well inside the smallest provider limit, and smaller than the full user-data.
     assert len(instance) < min(t.userdata_limit for t in TARGETS.values())
     assert len(instance) < len(rendered(tmp_path, workstation, config=shared_secrets_config(tmp_path))) * 0.6

@@ -103,6 +103,11 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
         assert guest.ssh("hostname").stdout.strip() == "web1"
         assert guest.ssh("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.strip() != baked["host_key"]
         assert guest.ssh("cat /var/lib/cloud/data/instance-id").stdout.strip() != baked["instance"]
+        # The services the site is served by got the CPU first until the
+        # verdict, which set them back (runtime settings, gone at reboot).
+        weights = guest.ssh("systemctl show -p CPUWeight mysql.service supervisor.service nginx.service; "
+                            "cat /run/systemd/system.control/mysql.service.d/50-CPUWeight.conf").stdout
+        assert weights.count("CPUWeight=100\n") == 4, weights
         # The image's swap, and its fstab without a line twice.
         assert guest.ssh("swapon --show=NAME --noheadings").stdout.split() == baked["swap"]
         fstab = [line.split() for line in guest.ssh("cat /etc/fstab").stdout.splitlines()

@@ -42,6 +42,29 @@ EARLY_UNIT = "bakery-first-boot"
 EARLY_AFTER = "cloud-config.service"
 # What each step run --once ended with, this boot only (a tmpfs).
 RAN_DIR = "/run/bakery/ran"
+# Until the verdict, the steps and the services the site is served by get the
+# CPU before the image's other services (cloud-init's later stages, snapd,
+# apport...), which each have a weight of 100: on a small server those held
+# the database's start and the app's to a third of a CPU. A runtime setting:
+# the verdict sets it back, and a reboot forgets it.
+SERVING_CPU_WEIGHT = 1000
+
+
+def serving_units(plan) -> list:
+    """The services a server's site is served by, whose start the steps wait
+    for (the steps' own unit aside); names that do not exist are skipped."""
+    if not (plan.per_server and plan.app):
+        return []
+    units = []
+    engine = plan.database.engine if plan.database else None
+    if engine == "mysql":
+        units += ["mysql.service", "mariadb.service"]  # Ubuntu's, Debian's
+    elif engine == "postgresql":
+        units.append("system-postgresql.slice")  # the clusters' postgresql@VERSION-NAME units
+    units.append("supervisor.service")
+    if plan.web and plan.web.nginx:
+        units.append("nginx.service")
+    return units
 
 
 def step_names(plan) -> list:
@@ -97,6 +120,7 @@ def _context(plan, where=None) -> dict:
                 apt_options=packages.apt_options(plan), prefetch_unit=packages.PREFETCH_UNIT, prefetch_dir=packages.PREFETCH_DIR,
                 sources_digest=packages.SOURCES_DIGEST, ran_dir=RAN_DIR,
                 early_unit=EARLY_UNIT, early_after=None if plan.stage == "instance" else EARLY_AFTER,
+                serving_units=serving_units(plan), serving_weight=SERVING_CPU_WEIGHT,
                 app_first=packages.APP_FIRST)
 
 
