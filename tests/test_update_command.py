@@ -278,7 +278,7 @@ def test_install_update_and_a_broken_commit(server):
     assert "SECRET_KEY=" in env_file.read_text()
     assert migrate_log.read_text() == "1.0\n"
     assert (app_dir / "setup.log").read_text() == "wsgi.py\n"
-    assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
+    assert server.supervisorctl() == ["stop fixture", "update", "start fixture"]
     assert "fixture runs " + v1 in Path(server.where.log_dir, "update.log").read_text()
 
     # A new commit on the branch: fetched, installed, migrated, restarted.
@@ -287,7 +287,7 @@ def test_install_update_and_a_broken_commit(server):
     assert second.returncode == 0, second.stdout + second.stderr
     assert server.head() == v2 and server.installed() == "2.0" and server.serves() == "two"
     assert migrate_log.read_text() == "1.0\n2.0\n"
-    assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
+    assert server.supervisorctl() == ["stop fixture", "update", "start fixture"]
 
     # A commit pip cannot install: the update fails before stopping anything,
     # the release serving stays current, and the unfinished one is gone.
@@ -461,8 +461,8 @@ def test_releases_health_check_rollback_dump_and_pruning(server):
     assert f"the previous release {second} serves again" in unhealthy.stdout
     assert server.current() == f"releases/{second}" and server.previous() == f"releases/{first}"
     assert server.serves() == "two"
-    assert server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture",
-                                      "stop fixture", "reread", "update", "start fixture"]
+    assert server.supervisorctl() == ["stop fixture", "update", "start fixture",
+                                      "stop fixture", "update", "start fixture"]
 
     # A migration that fails: the same, and the dump from before it is named with its restore command.
     server.app.migrate = server.app.migrate + ["false"]
@@ -481,7 +481,7 @@ def test_releases_health_check_rollback_dump_and_pruning(server):
     back = server.update("--rollback")
     assert back.returncode == 0, back.stdout
     assert server.current() == f"releases/{first}" and server.previous() == f"releases/{second}"
-    assert server.serves() == "one" and server.supervisorctl() == ["stop fixture", "reread", "update", "start fixture"]
+    assert server.serves() == "one" and server.supervisorctl() == ["stop fixture", "update", "start fixture"]
     assert Path(server.where.update_status).read_text() == f"ready {v1}\n"
     assert server.update("--rollback").returncode == 0 and server.serves() == "two"
 
