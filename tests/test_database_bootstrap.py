@@ -324,7 +324,8 @@ def maintenance_password_function(plan) -> str:
     script = firstboot.first_boot_script(plan)
     start = script.index("MAINTENANCE_CNF=")
     end = script.index("\n}\n", script.index("new_maintenance_password() {")) + 3
-    return script[start:end]
+    helpers = [line for line in script.splitlines() if line.startswith(("random_token() {", "db_root() {"))]
+    return "\n".join(helpers) + "\n" + script[start:end]
 
 
 def test_a_server_from_an_image_gives_the_maintenance_account_its_own_password(tmp_path, mariadb):

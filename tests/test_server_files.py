@@ -315,7 +315,8 @@ def _fill_secrets_function(script: str) -> str:
     """The first-boot script's fill_secrets, with the variables it reads."""
     start = script.index("SECRETS_DIR=")
     end = script.index("\n}\n", script.index("fill_secrets() {")) + 3
-    return "set -Eeuo pipefail\n" + script[start:end]
+    token = next(line for line in script.splitlines() if line.startswith("random_token() {"))
+    return "set -Eeuo pipefail\n" + token + "\n" + script[start:end]
 
 
 def test_first_boot_makes_the_secrets_once_and_fills_them_in(tmp_path):
