@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bakery.layout import MYSQL_CONF
+from bakery.layout import MYSQL_BOOT_ORDER, MYSQL_CONF
 from bakery.steps import database
 from bakery.templating import mysql_string
 
@@ -293,11 +293,19 @@ def stage_plan(tmp_path, stage: str, engine: str = "mysql"):
     ("instance", "mysql", False),  # the image has it
     ("full", "postgresql", False),
 ])
-def test_mysql_settings_are_written_before_the_package_installs(tmp_path, stage, engine, expected):
+def test_mysql_settings_and_boot_order_are_written_before_the_package_installs(tmp_path, stage, engine, expected):
     files = {f["path"]: f for f in database.build(stage_plan(tmp_path, stage, engine)).get("write_files", [])}
     assert (MYSQL_CONF in files) is expected
+    assert (MYSQL_BOOT_ORDER in files) is expected
     if expected:
         assert files[MYSQL_CONF]["permissions"] == "0644" and "performance_schema = OFF" in files[MYSQL_CONF]["content"]
+        # The service waits for what it needs, not for cloud-init's network
+        # stage, and is still stopped before shutdown.
+        unit = files[MYSQL_BOOT_ORDER]["content"].splitlines()
+        assert {"[Unit]", "DefaultDependencies=no", "Conflicts=shutdown.target", "Before=shutdown.target"} <= set(unit)
+        after = next(line for line in unit if line.startswith("After=")).split("=", 1)[1].split()
+        assert {"local-fs.target", "apparmor.service", "network.target"} <= set(after)
+        assert not {"sysinit.target", "basic.target", "cloud-init.service"} & set(after)
 
 
 def test_mariadb_s_server_takes_the_mysql_settings(tmp_path):

@@ -170,9 +170,9 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
 
 
 # Configuration whose comment lines start with "#" (sshd, sysctl, modprobe,
-# nginx, supervisor): packed without them too. Not /etc/issue, where "#" is
+# nginx, supervisor, systemd): packed without them too. Not /etc/issue, where "#" is
 # text, nor SQL.
-HASH_COMMENT_DIRS = ("/etc/ssh/", "/etc/sysctl.d/", "/etc/modprobe.d/", "/etc/nginx/", "/etc/supervisor/")
+HASH_COMMENT_DIRS = ("/etc/ssh/", "/etc/sysctl.d/", "/etc/modprobe.d/", "/etc/nginx/", "/etc/supervisor/", "/etc/systemd/")
 
 
 def _records(entries: list, strip_comments: bool) -> bytes:

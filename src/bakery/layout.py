@@ -17,6 +17,9 @@ UPDATE_LOG = f"{LOG_DIR}/update.log"  # what update.sh.j2 writes
 CERT_DIR = "/etc/ssl/bakery"  # the self-signed certificate, made on the server
 # Read by MySQL's and MariaDB's server alike (both packages' my.cnf include it).
 MYSQL_CONF = "/etc/mysql/conf.d/bakery.cnf"
+# When the database server starts at boot: a drop-in of Ubuntu's mysql.service,
+# which is also the name Debian's mariadb.service answers to.
+MYSQL_BOOT_ORDER = "/etc/systemd/system/mysql.service.d/10-bakery-boot-order.conf"
 
 # DKIM: the signing key is made on the server at first boot, in Debian's
 # folder for opendkim's keys (opendkim's own, mode 0700). Fixed names, so

@@ -122,6 +122,13 @@ def test_baked_image_boots_as_a_new_server(tier, boot_guest, ssh_key, tmp_path):
                          "openssl pkey -pubout -in /etc/ssl/private/ssl-cert-snakeoil.key'").stdout.split("-----BEGIN")
         assert len(pair) == 3 and pair[1] == pair[2], pair
         assert "mysqld is alive" in guest.ssh("sudo -n mysqladmin --defaults-file=/etc/mysql/debian.cnf ping").stdout
+        # MySQL (making those keys) started beside cloud-init's network stage,
+        # before it ended, not after it (cloud-init-network is 24.3+'s name).
+        started, *ended = (int(guest.ssh(f"systemctl show -P {what} {unit}").stdout.strip() or 0) for what, unit in (
+            ("InactiveExitTimestampMonotonic", "mysql.service"),
+            ("ActiveEnterTimestampMonotonic", "cloud-init-network.service"),
+            ("ActiveEnterTimestampMonotonic", "cloud-init.service")))
+        assert 0 < started < max(ended), (started, ended)
         subject = guest.ssh(f"echo | openssl s_client -connect 127.0.0.1:443 -servername {INSTANCE_HOST} "
                             "2>/dev/null | openssl x509 -noout -subject").stdout
         assert "web1" in subject, subject

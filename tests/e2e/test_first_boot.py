@@ -42,6 +42,8 @@ ENV_FILE = f"{scenario.APP_DIR}/.env"
 THIRTY_DAYS = 30 * 24 * 3600
 # MariaDB's client on Debian (its `mysql` name is optional on Debian 13), MySQL's on Ubuntu.
 MYSQL = '"$(command -v mariadb || command -v mysql)"'
+# The database server's unit: Ubuntu's MySQL or Debian's MariaDB.
+DATABASE_UNIT = '"$(systemctl cat mariadb.service >/dev/null 2>&1 && echo mariadb || echo mysql).service"'
 
 
 @pytest.fixture(scope="module")
@@ -419,6 +421,15 @@ def test_database_server_is_the_distribution_s(server, tier):
         assert "MariaDB" in version, version
     # bakery's settings for a small server (MySQL's default is ON).
     assert server.ssh(f'sudo -n {MYSQL} -N -e "SELECT @@performance_schema"').stdout.strip() == "0"
+    # Its boot order: started beside cloud-init's network stage, not after
+    # it, and still stopped before shutdown (Debian's mariadb.service takes
+    # the drop-in through its mysql.service alias).
+    unit = dict(line.split("=", 1) for line in server.ssh(
+        f"systemctl show -p DropInPaths -p After -p Conflicts -p Before {DATABASE_UNIT}").stdout.splitlines())
+    assert "/etc/systemd/system/mysql.service.d/10-bakery-boot-order.conf" in unit["DropInPaths"], unit
+    assert {"apparmor.service", "network.target"} <= set(unit["After"].split()), unit
+    assert not {"sysinit.target", "basic.target"} & set(unit["After"].split()), unit
+    assert "shutdown.target" in unit["Conflicts"].split() and "shutdown.target" in unit["Before"].split(), unit
 
 
 def test_database_user_is_local_only(server):
@@ -627,6 +638,11 @@ def test_after_reboot_everything_holds_and_first_boot_does_not_rerun(server):
     log = server.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
     assert log.count("== step 1/") == 1, log[-2000:]
     assert len(server.ssh("ls /var/lib/cloud/instances").stdout.split()) == 1
+    # The database server was stopped at the reboot, not killed: it starts
+    # without InnoDB's crash recovery (MySQL's own log, MariaDB's journal).
+    database_log = server.ssh(f"sudo -n sh -c 'cat /var/log/mysql/error.log 2>/dev/null; "
+                              f"journalctl -b --no-pager -o cat -u {DATABASE_UNIT}'").stdout
+    assert "ready for connections" in database_log and "crash recovery" not in database_log, database_log[-3000:]
     test_sshd_effective_settings_are_hardened(server)
     test_cloud_init_done_without_errors(server)
 
