@@ -436,6 +436,29 @@ def test_a_watch_follows_first_boot_forward_to_its_verdict(sshd, known_hosts, tm
     assert not ESCAPES.search(text)
 
 
+def test_a_status_file_caught_while_it_is_rewritten_is_no_news(sshd, known_hosts, tmp_path):
+    """The shell's `echo STATE > status` empties the file before it writes
+    it: a poll in between reads nothing, and waits for the next state."""
+    tree = Tree(tmp_path)
+    tree.status.write_text("running 1/3 ssh\n")
+    tree.log.write_text("2026-01-01T00:00:01Z == step 1/3 ssh\n")
+
+    def first_boot():
+        deadline = time.monotonic() + 60
+        while not (known_hosts.is_file() and known_hosts.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        tree.status.write_text("")
+        time.sleep(2.5)  # polled every 0.3 s: several polls read it empty
+        tree.status.write_text("ready\n")
+
+    worker = threading.Thread(target=first_boot)
+    worker.start()
+    verdict, text = watch(tree, sshd[0], timeout=30)
+    worker.join()
+    assert (verdict.word, verdict.line, verdict.exit_code) == ("ready", "ready", 0), text
+    assert "not a state bakery knows" not in text
+
+
 def test_a_watch_ends_with_the_failed_steps_log_and_how_to_retry(sshd, known_hosts, tmp_path):
     tree = Tree(tmp_path)
     tree.status.write_text("failed app\n")

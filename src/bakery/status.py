@@ -324,12 +324,18 @@ def watch(connection: Connection, watched: Watched, *, timeout: float, interval:
                 show(Note(f"pinned the host key of {connection.destination.host} ({fingerprint}) in "
                           f"{connection.known_hosts}: only this key is accepted for it from now on"))
             reading = parse_reading(answer.stdout)
-            last = judge(watched, reading)
+            # An empty state line: the poll came between the shell's emptying
+            # the status file and its writing the next state. No news: the
+            # next poll reads it.
+            news = reading.state is None or reading.state.strip() != ""
+            if news:
+                last = judge(watched, reading)
             if follower:
                 show(LogLines(follower.feed(reading)))
-            show(Progress(watched.title, last))
-            if last.final:
-                return _final(connection, watched, last)
+            if news:
+                show(Progress(watched.title, last))
+                if last.final:
+                    return _final(connection, watched, last)
         elif answer.code != 255:
             raise BakeryError(f"reading {watched.title}'s state on {connection.destination} failed: {answer.reason}")
         else:
