@@ -161,7 +161,12 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
               f"python3 -c '{UNPACK}' / <<'BAKERY_FILES' && sync && touch \"$m\"\n"
               f"{payload}\nBAKERY_FILES\n")
     out = dict(cloud_config)
-    out["bootcmd"] = [["sh", "-c", unpack], *cloud_config.get("bootcmd", [])]
+    commands = cloud_config.get("bootcmd", [])
+    if strip_comments:
+        # The other bootcmd scripts go without their comment lines too.
+        commands = [[*command[:-1], strip_shell_comments(command[-1], shebang=False)]
+                    if isinstance(command, list) and command[:2] == ["sh", "-c"] else command for command in commands]
+    out["bootcmd"] = [["sh", "-c", unpack], *commands]
     if keep:
         out["write_files"] = keep
     else:
@@ -204,9 +209,10 @@ def without_comments(path: str, content: str) -> str:
     return content
 
 
-def strip_shell_comments(script: str) -> str:
-    """``script`` without its comment lines and blank lines: the shebang and
-    shellcheck directives stay, and a here-document is kept as it is."""
+def strip_shell_comments(script: str, shebang: bool = True) -> str:
+    """``script`` without its comment lines and blank lines: the shebang
+    (the first line, when ``shebang``) and shellcheck directives stay, and a
+    here-document is kept as it is."""
     out, heredoc = [], None
     for number, line in enumerate(script.splitlines(keepends=True)):
         bare = line.strip()
@@ -218,7 +224,7 @@ def strip_shell_comments(script: str) -> str:
         match = re.search(r"<<-?\s*'?\"?([A-Za-z_][A-Za-z0-9_]*)'?\"?\s*$", bare)
         if match and "<<<" not in bare:
             heredoc = match.group(1)
-        if number and (not bare or (bare.startswith("#") and not bare.startswith("# shellcheck"))):
+        if (number or not shebang) and (not bare or (bare.startswith("#") and not bare.startswith("# shellcheck"))):
             continue
         out.append(line)
     return "".join(out)

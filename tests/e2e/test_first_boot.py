@@ -252,6 +252,8 @@ def test_the_steps_ran_early_and_cloud_init_reported_them(server):
     for step in ("ssh", "packages", "firewall", "app", "nginx"):
         assert f"bakery: step {step}, earlier in this boot: done (exit 0)" in final, final[-3000:]
     assert "== step " in final[final.index("bakery: step nginx, earlier"):]  # the verdict, run by cloud-final
+    # The config stage, which they waited for, had their CPU weight (for this boot only).
+    assert server.ssh("systemctl show -P CPUWeight cloud-config.service").stdout.strip() == "1000"
 
 
 def test_console_says_ready_only_after_every_step(server):
