@@ -116,6 +116,9 @@ class Guest:
     timings: dict[str, float] = field(default_factory=dict)
     # What runs the guest, for reports: "kvm", "tcg" or "nspawn".
     accel: str = ""
+    # The disk has booted before (a baked image's copy): its firewall
+    # rate-limits SSH from its first power-on here (see _ssh_pause).
+    booted_before: bool = False
     _started: float = 0.0
     _power_ons: int = 0
     _control_dir: Path | None = None
@@ -169,7 +172,7 @@ class Guest:
         tried at the pace ``bakery status`` keeps. Under QEMU's user network
         an attempt the guest does not answer hangs while QEMU retries it, and
         an attempt every 6.5 s kept the address refused for good."""
-        if self._power_ons <= 1:
+        if self._power_ons <= 1 and not self.booted_before:
             return 2.0
         now = time.monotonic()
         return max(0.0, next_poll(attempt_started, now, answered=False, interval=0) - now)
