@@ -404,17 +404,26 @@ def watch(tree: Tree, where, **options):
     return verdict, out.getvalue()
 
 
-def test_a_watch_follows_first_boot_forward_to_its_verdict(sshd, known_hosts, tmp_path):
+def at_step_one(tmp_path) -> Tree:
     tree = Tree(tmp_path)
     tree.status.write_text("running 1/3 ssh\n")
     tree.log.write_text("2026-01-01T00:00:01Z == step 1/3 ssh\n")
+    return tree
+
+
+def wait_for_the_watch(known_hosts) -> None:
+    """A first boot moves on once the watch is in (its first contact pins
+    the host key): on a busy machine connecting can take longer than a step."""
+    deadline = time.monotonic() + 60
+    while not (known_hosts.is_file() and known_hosts.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_a_watch_follows_first_boot_forward_to_its_verdict(sshd, known_hosts, tmp_path):
+    tree = at_step_one(tmp_path)
 
     def first_boot():
-        # It moves on once the watch is in (its first contact pins the host
-        # key): on a busy machine connecting can take longer than a step.
-        deadline = time.monotonic() + 60
-        while not (known_hosts.is_file() and known_hosts.stat().st_size) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_the_watch(known_hosts)
         for step, line in ((2, "app"), (3, "verdict")):
             time.sleep(0.8)
             with tree.log.open("a") as log:
@@ -439,14 +448,10 @@ def test_a_watch_follows_first_boot_forward_to_its_verdict(sshd, known_hosts, tm
 def test_a_status_file_caught_while_it_is_rewritten_is_no_news(sshd, known_hosts, tmp_path):
     """The shell's `echo STATE > status` empties the file before it writes
     it: a poll in between reads nothing, and waits for the next state."""
-    tree = Tree(tmp_path)
-    tree.status.write_text("running 1/3 ssh\n")
-    tree.log.write_text("2026-01-01T00:00:01Z == step 1/3 ssh\n")
+    tree = at_step_one(tmp_path)
 
     def first_boot():
-        deadline = time.monotonic() + 60
-        while not (known_hosts.is_file() and known_hosts.stat().st_size) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_the_watch(known_hosts)
         tree.status.write_text("")
         time.sleep(2.5)  # polled every 0.3 s: several polls read it empty
         tree.status.write_text("ready\n")
