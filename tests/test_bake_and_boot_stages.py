@@ -181,6 +181,9 @@ def test_instance_holds_the_per_server_part(tmp_path, workstation):
     # Until the verdict, the steps and the services the site needs get the CPU first.
     assert f"-p CPUWeight={firstboot.SERVING_CPU_WEIGHT}" in early_run(doc["bootcmd"][0][2])
     assert "SERVING=(mysql.service mariadb.service supervisor.service nginx.service)" in script
+    # And the package fetch a whole server's packages step waits for, from then on.
+    whole = files_of(rendered(tmp_path, workstation))[FIRST_BOOT]
+    assert f"set-property --runtime bakery-apt-prefetch CPUWeight={firstboot.SERVING_CPU_WEIGHT} " in whole
     # Small: well inside the smallest provider limit, and smaller than the full user-data.
     assert len(instance) < min(t.userdata_limit for t in TARGETS.values())
     assert len(instance) < len(rendered(tmp_path, workstation, config=shared_secrets_config(tmp_path))) * 0.6
