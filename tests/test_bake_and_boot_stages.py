@@ -179,11 +179,17 @@ def test_instance_holds_the_per_server_part(tmp_path, workstation):
     assert "After=" not in early_run(doc["bootcmd"][0][2])
     assert "-p After=cloud-config.service" in early_run(yaml.safe_load(rendered(tmp_path, workstation))["bootcmd"][0][2])
     # Until the verdict, the steps and the services the site needs get the CPU first.
-    assert f"-p CPUWeight={firstboot.SERVING_CPU_WEIGHT}" in early_run(doc["bootcmd"][0][2])
+    weight = f"w=CPUWeight={firstboot.SERVING_CPU_WEIGHT}\n"
+    assert weight in doc["bootcmd"][0][2] and " -p $w " in early_run(doc["bootcmd"][0][2])
     assert "SERVING=(mysql.service mariadb.service supervisor.service nginx.service)" in script
-    # And the package fetch a whole server's packages step waits for, from then on.
-    whole = files_of(rendered(tmp_path, workstation))[FIRST_BOOT]
-    assert f"set-property --runtime bakery-apt-prefetch CPUWeight={firstboot.SERVING_CPU_WEIGHT} " in whole
+    # So do what they wait for: the cloud-init stage running the bootcmd (the
+    # unit of its cgroup) and, on a whole server, the config stage and the
+    # package fetch.
+    stages = "for u in $(sed -n 's|^0::.*/||p' /proc/self/cgroup)"
+    assert f"{stages}; do systemctl set-property --runtime \"$u\" $w; done" in doc["bootcmd"][0][2]
+    whole = yaml.safe_load(rendered(tmp_path, workstation))["bootcmd"][0][2]
+    assert weight in whole and f"{stages} cloud-config.service; do" in whole
+    assert "run -u bakery-apt-prefetch -p $w " in whole
     # Small: well inside the smallest provider limit, and smaller than the full user-data.
     assert len(instance) < min(t.userdata_limit for t in TARGETS.values())
     assert len(instance) < len(rendered(tmp_path, workstation, config=shared_secrets_config(tmp_path))) * 0.6

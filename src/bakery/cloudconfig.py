@@ -143,6 +143,12 @@ UNPACK = ("import base64,lzma,os,sys\n"
           " os.chmod(p,m);d=d[n:]\n")
 
 
+# LZMA's strongest preset, tuned for text: no alignment of positions (pb=0;
+# the default, 4 bytes, suits binaries), 60 bytes less on a 16 KiB target.
+# The .lzma header carries these, so the unpacker needs no change.
+TEXT_LZMA = {"id": lzma.FILTER_LZMA1, "preset": 9 | lzma.PRESET_EXTREME, "lc": 3, "lp": 0, "pb": 0}
+
+
 def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
     """``cloud_config`` with its root-owned write_files moved into one
     compressed payload in a bootcmd that unpacks it before anything uses
@@ -156,7 +162,7 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
     if not archived:
         return cloud_config
     payload = base64.b85encode(lzma.compress(_records(archived, strip_comments), format=lzma.FORMAT_ALONE,
-                                             preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
+                                             filters=[TEXT_LZMA])).decode("ascii")
     unpack = (f"m={UNPACKED_MARK}; [ ! -e \"$m\" ] || exit 0; mkdir -p \"${{m%/*}}\"\n"
               f"python3 -c '{UNPACK}' / <<'BAKERY_FILES' && sync && touch \"$m\"\n"
               f"{payload}\nBAKERY_FILES\n")

@@ -252,8 +252,14 @@ def test_the_steps_ran_early_and_cloud_init_reported_them(server):
     for step in ("ssh", "packages", "firewall", "app", "nginx"):
         assert f"bakery: step {step}, earlier in this boot: done (exit 0)" in final, final[-3000:]
     assert "== step " in final[final.index("bakery: step nginx, earlier"):]  # the verdict, run by cloud-final
-    # The config stage, which they waited for, had their CPU weight (for this boot only).
+    # The config stage, which they waited for, had their CPU weight (for this boot only),
+    # and so had the stage that ran the bootcmd: cloud-init.service, or
+    # cloud-init-main.service where cloud-init runs as one process (Debian 13).
     assert server.ssh("systemctl show -P CPUWeight cloud-config.service").stdout.strip() == "1000"
+    stage = server.ssh("systemctl list-units --all --plain --no-legend cloud-init-main.service cloud-init.service"
+                       " | awk '{ print $1; exit }'").stdout.strip()
+    assert stage in ("cloud-init-main.service", "cloud-init.service"), stage
+    assert server.ssh(f"systemctl show -P CPUWeight {stage}").stdout.strip() == "1000", stage
 
 
 def test_console_says_ready_only_after_every_step(server):

@@ -90,9 +90,18 @@ def build(plan) -> dict:
     return out
 
 
+# How first boot fetches the package lists: without translations, and gzip-
+# compressed where the archive offers it (Debian's and Ubuntu's main archives
+# do, beside xz; apt falls back to xz where not). gzip unpacks several times
+# faster than xz, and on a small server the fetch is bound by the CPU, not
+# the network: in an Ubuntu 24.04 tree `apt-get update` took 1.5-1.7 s of
+# CPU instead of 2.6-3.1 s, for 35 MB fetched instead of 27.
+LIST_OPTIONS = "-o Acquire::Languages=none -o Acquire::CompressionTypes::Order::=gz"
+
+
 def apt_options(plan) -> str:
     """apt options first boot passes before cloud-init has configured apt."""
-    options = "-q -o Acquire::Languages=none"
+    options = "-q " + LIST_OPTIONS
     if plan.apt_proxy:
         options += " -o " + shell_quote(f"Acquire::http::Proxy={plan.apt_proxy}")
     return options
