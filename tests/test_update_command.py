@@ -179,7 +179,8 @@ class Server:
         Path(app.home).mkdir(parents=True)
         (etc / "fixture.env").write_text(render("dotenv.j2", plan=plan))
         (etc / "fixture.env").chmod(0o600)
-        self.where = paths(plan, etc=str(etc), log_dir=str(logs), backups=str(self.root / "backups"))
+        self.where = paths(plan, etc=str(etc), log_dir=str(logs), backups=str(self.root / "backups"),
+                           supervisor=str(self.root / "supervisor"), run=str(self.root / "run"))
         self.script = self.root / "fixture-update"
         self.bin = self.root / "bin"
         self.bin.mkdir()
@@ -197,7 +198,8 @@ class Server:
         """The update command and the supervisorctl stand-in, for the plan as it is now."""
         app = self.app
         self.script.write_text(app_step.update_script(self.plan, etc=self.where.etc, log_dir=self.where.log_dir,
-                                                      backups=self.where.backups.rsplit("/", 1)[0]))
+                                                      backups=self.where.backups.rsplit("/", 1)[0],
+                                                      supervisor=str(self.root / "supervisor"), run=str(self.root / "run")))
         self.script.chmod(0o755)
         # supervisor's part: start serves the release current points at (as
         # gunicorn would, from that folder and its venv), stop ends it.
@@ -339,6 +341,32 @@ def without_compiler(server: Server) -> Path:
     apt.chmod(0o755)
     return tools
 
+
+
+def test_supervisor_reads_the_program_file_again_only_when_it_changed_since_it_started(server):
+    """`supervisorctl update` (a Python start, seconds on a small CPU) only when
+    the program file is newer than supervisord's pid file, which it writes
+    once it has read its configuration: first boot starts supervisord after
+    the file is written."""
+    commit_app(server.origin, "one", "fixture-dep==1.0", "v1")
+    git(server.origin, "tag", "v1")
+    program, pid = Path(server.where.supervisor_conf), Path(server.where.supervisor_pid)
+    program.parent.mkdir(parents=True)
+    program.write_text("[program:fixture]\n")
+    pid.parent.mkdir(parents=True)
+    pid.write_text("1\n")
+    now = time.time()
+    os.utime(program, (now - 60, now - 60))
+    first = server.update()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert server.serves() == "one" and server.supervisorctl() == ["start fixture"]
+
+    # The file changed after supervisord started: read again.
+    os.utime(pid, (now - 120, now - 120))
+    commit_app(server.origin, "two", "fixture-dep==2.0", "v2")
+    second = server.update("main")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert server.serves() == "two" and server.supervisorctl() == ["stop fixture", "update", "start fixture"]
 
 def test_a_requirement_without_a_wheel_gets_the_compiler_once_and_installs(server):
     tools = without_compiler(server)

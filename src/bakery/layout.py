@@ -88,9 +88,11 @@ def update_status(app: str, log_dir: str = LOG_DIR) -> str:
     return f"{log_dir}/{app}-update.status"
 
 
-def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR, backups: str = BACKUP_DIR) -> SimpleNamespace:
+def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR, backups: str = BACKUP_DIR,
+          supervisor: str = "/etc/supervisor", run: str = "/run") -> SimpleNamespace:
     """Server paths for ``plan``'s app. Tests pass other ``etc``/``log_dir``/
-    ``backups`` to run the rendered scripts inside a temporary root."""
+    ``backups``/``supervisor``/``run`` to run the rendered scripts inside a
+    temporary root."""
     name = plan.app.name if plan.app else "app"
     return SimpleNamespace(
         etc=etc,
@@ -105,7 +107,9 @@ def paths(plan, etc: str = ETC_DIR, log_dir: str = LOG_DIR, backups: str = BACKU
         db_sql=f"{etc}/{name}-db.sql",
         es_conf=f"{etc}/elasticsearch.yml",
         es_jvm_options=f"{etc}/elasticsearch-jvm.options",
-        supervisor_conf=f"/etc/supervisor/conf.d/{name}.conf",
+        supervisor_conf=f"{supervisor}/conf.d/{name}.conf",
+        # Written by supervisord when it starts, once it has read its configuration.
+        supervisor_pid=f"{run}/supervisord.pid",
         supervisor_log_dir="/var/log/supervisor",
         nginx_site=f"/etc/nginx/sites-available/{name}",
         # Empty until a real certificate serves: then the HSTS header.
