@@ -179,8 +179,10 @@ class Server:
         Path(app.home).mkdir(parents=True)
         (etc / "fixture.env").write_text(render("dotenv.j2", plan=plan))
         (etc / "fixture.env").chmod(0o600)
-        self.where = paths(plan, etc=str(etc), log_dir=str(logs), backups=str(self.root / "backups"),
-                           supervisor=str(self.root / "supervisor"), run=str(self.root / "run"))
+        # Where the rendered update command finds everything, inside the temporary root.
+        self.roots = dict(etc=str(etc), log_dir=str(logs), backups=str(self.root / "backups"),
+                          supervisor=str(self.root / "supervisor"), run=str(self.root / "run"))
+        self.where = paths(plan, **self.roots)
         self.script = self.root / "fixture-update"
         self.bin = self.root / "bin"
         self.bin.mkdir()
@@ -197,9 +199,7 @@ class Server:
     def rewrite(self) -> None:
         """The update command and the supervisorctl stand-in, for the plan as it is now."""
         app = self.app
-        self.script.write_text(app_step.update_script(self.plan, etc=self.where.etc, log_dir=self.where.log_dir,
-                                                      backups=self.where.backups.rsplit("/", 1)[0],
-                                                      supervisor=str(self.root / "supervisor"), run=str(self.root / "run")))
+        self.script.write_text(app_step.update_script(self.plan, **self.roots))
         self.script.chmod(0o755)
         # supervisor's part: start serves the release current points at (as
         # gunicorn would, from that folder and its venv), stop ends it.
