@@ -87,26 +87,41 @@ def unpacked_this_boot(upper) -> list:
     return sorted(found, key=lambda item: "\nStatus: install ok installed\n" not in item[1])
 
 
-def break_a_file_dpkg_wrote(upper) -> tuple:
-    """Empty the first regular file of a package this boot unpacked, as a
-    lost write leaves it; (package, path)."""
-    for package, _ in unpacked_this_boot(upper):
+def break_files_dpkg_wrote(upper) -> list:
+    """Empty a regular file of a package this boot unpacked, as a lost write
+    leaves it: of a configured package and of one not configured yet (apt
+    cannot reinstall those as they are), whichever the cut left;
+    [(package, path)]."""
+    broken = {}
+    for package, record in unpacked_this_boot(upper):
+        configured = "\nStatus: install ok installed\n" in f"\n{record}"
+        if configured in broken:
+            continue
         for line in (upper / f"var/lib/dpkg/info/{package}.md5sums").read_text().splitlines():
             path = line.split(None, 1)[1]
             target = upper / path
             if target.is_file() and not target.is_symlink() and target.stat().st_size > 0:
                 target.write_bytes(b"")
-                return package, "/" + path
-    raise AssertionError("the cut came before dpkg had unpacked any package")
+                broken[configured] = (package, "/" + path)
+                break
+    assert broken, "the cut came before dpkg had unpacked any package"
+    return list(broken.values())
 
 
-def leave_half_installed(upper, spared: str) -> str:
+def leave_half_installed(upper, spared) -> str:
     """Record in dpkg's journal, as a cut in the middle of its unpacking
-    leaves it, a package this boot unpacked (not ``spared``): half-installed,
-    to be installed again. Its name."""
+    leaves it, a package this boot unpacked (not one of ``spared``):
+    half-installed, to be installed again. Its name. One that a spared
+    package not configured yet depends on when there is one: that package
+    cannot be configured then, and apt cannot reinstall it as it is."""
     updates = upper / "var/lib/dpkg/updates"
-    for package, record in unpacked_this_boot(upper):
-        if package != spared:
+    unpacked = unpacked_this_boot(upper)
+    waiting = " ".join(re.search(r"^Depends: (.*)$", record, re.M).group(1) for package, record in unpacked
+                       if package in spared and "\nStatus: install ok installed\n" not in f"\n{record}"
+                       and re.search(r"^Depends: ", record, re.M))
+    needed = set(re.findall(r"[a-z0-9][a-z0-9+.-]+", waiting))
+    for package, record in sorted(unpacked, key=lambda item: item[0].split(":")[0] not in needed):
+        if package not in spared:
             half = re.sub(r"^Status: .*$", "Status: install reinstreq half-installed", record, count=1, flags=re.M)
             numbers = [int(path.name) for path in updates.glob("[0-9]*")]
             (updates / f"{max(numbers, default=-1) + 1:04d}").write_text(half)
@@ -129,10 +144,10 @@ def test_power_cut_during_first_boot_then_it_finishes(step, tier, boot_guest, ss
         if step == "packages" and tier.tier == "container":
             # What a VM's power cut can do to a file dpkg wrote without
             # syncing it (--force-unsafe-io); a container keeps the host's cache.
-            broken = break_a_file_dpkg_wrote(guest.workdir / "upper")
+            broken = break_files_dpkg_wrote(guest.workdir / "upper")
             # And what a cut while dpkg unpacks a package leaves, whenever
             # the cut came (apt stops at it; dpkg --configure -a cannot finish it).
-            half = leave_half_installed(guest.workdir / "upper", spared=broken[0])
+            half = leave_half_installed(guest.workdir / "upper", spared=[package for package, _ in broken])
 
         guest.start()
         guest.wait_ssh(timeout=400)
@@ -141,8 +156,7 @@ def test_power_cut_during_first_boot_then_it_finishes(step, tier, boot_guest, ss
         log = guest.ssh(f"sudo -n cat {LOG}").stdout
         # The cut work started twice: once before the cut, once after it.
         assert len(re.findall(started, log, re.M)) >= 2, log[-3000:]
-        if broken:
-            package, path = broken
+        for package, path in broken or ():
             assert re.search(rf"unwritten belong to: .*\b{re.escape(package)}\b", log), log[-3000:]
             assert guest.ssh(f"dpkg --verify {package}").stdout == "", path
             assert int(guest.ssh(f"stat -c %s {path}").stdout) > 0, path
