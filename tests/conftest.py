@@ -155,15 +155,16 @@ def write_files(doc: dict) -> dict:
 def archived_files(doc: dict) -> dict:
     """{path: (content, mode)} of the files a rendered cloud-config carries
     in its unpacking bootcmd (when nothing else fit the provider's limit)."""
-    import base64
     import lzma
     import re
+
+    from bakery.cloudconfig import b94decode
 
     files = {}
     for command in doc.get("bootcmd", []):
         match = re.search(r"<<'BAKERY_FILES'.*?\n(\S+)\nBAKERY_FILES", command[-1], re.S)
         if match:
-            data = lzma.decompress(base64.b85decode(match.group(1)))
+            data = lzma.decompress(b94decode(match.group(1)))
             while data:
                 path, mode, size, data = data.split(b"\n", 3)
                 files[path.decode()] = (data[:int(size)].decode("utf-8"), int(mode, 8))

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import REPO, first_boot_packages, make_public_key, require_tool, run_bakery, write_files
 
 EXAMPLE = REPO / "examples" / "microblog.yaml"
+from bakery.cloudconfig import UNPACK, b94decode, b94encode  # noqa: E402
 from bakery.targets import TARGETS  # noqa: E402
 
 BASE = """\
@@ -280,6 +283,21 @@ def test_to_fit_16_kib_the_scripts_lose_only_their_comment_lines(tmp_path, works
         check = subprocess.run(["shellcheck", "--severity=style", str(script)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout
     assert "BAKERY_DEBCONF" in fitted["/usr/local/lib/bakery/first-boot.sh"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=64))
+def test_the_archive_s_text_carries_any_bytes_through_yaml_and_the_server_s_unpacker(data):
+    """base 94: what bakery decodes and what the unpacker run on the server
+    decodes is what was encoded, also after a YAML block and a here-document."""
+    text = b94encode(data)
+    assert set(text) <= {chr(c) for c in range(33, 127)} and len(text) == 1 + 11 * -(-len(data) // 9)
+    block = yaml.safe_load(yaml.safe_dump({"c": f"cat <<'X'\n{text}\nX\n"}, default_style="|"))["c"]
+    assert b94decode(block.split("\n")[1]) == data
+    # The unpacker's own decoding, up to the LZMA step.
+    decode = UNPACK.split("r,d=")[0] + "sys.stdout.buffer.write(d[:len(d)-s[0]+48])\n"
+    done = subprocess.run(["python3", "-c", decode], input=text.encode(), capture_output=True, check=True)
+    assert done.stdout == data
 
 
 # --- environment references --------------------------------------------------
