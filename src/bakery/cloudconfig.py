@@ -21,7 +21,7 @@ FORMATS = ("yaml", "mime", "gzip-base64")
 # Keys in the order a reader expects them; anything else follows.
 _KEY_ORDER = (
     "hostname", "fqdn", "prefer_fqdn_over_hostname", "manage_etc_hosts", "timezone",
-    "groups", "users", "disable_root", "ssh_pwauth", "ca_certs", "apt", "package_update", "packages",
+    "groups", "users", "disable_root", "ssh_pwauth", "ssh_genkeytypes", "ca_certs", "apt", "package_update", "packages",
     "swap", "bootcmd", "write_files", "runcmd", "final_message",
 )
 _LIST_KEYS = {"users", "packages", "write_files", "runcmd", "bootcmd"}

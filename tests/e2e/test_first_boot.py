@@ -128,6 +128,21 @@ def test_sshd_is_served_the_distribution_s_way(server, tier):
         assert "enabled" in enabled[1:], enabled
 
 
+def test_host_keys_ed25519_from_cloud_init_rsa_made_beside_the_steps(server):
+    """cloud-init makes the Ed25519 host key only (ssh_genkeytypes); the RSA
+    one, for clients without Ed25519, is made in the background at the
+    lowest CPU weight, and the sshd that serves port 22 offers both."""
+    assert wait_for(lambda: server.ssh("sudo -n ssh-keygen -l -f /etc/ssh/ssh_host_rsa_key", check=False).returncode == 0,
+                    timeout=300), server.ssh("systemctl status bakery-host-keys", check=False).stdout
+    assert re.search(r"^3072 ", server.ssh("sudo -n ssh-keygen -l -f /etc/ssh/ssh_host_rsa_key").stdout)
+    offered = server.ssh("ssh-keyscan -t ed25519,rsa 127.0.0.1").stdout
+    for kind in ("ed25519", "rsa"):
+        key = server.ssh(f"cat /etc/ssh/ssh_host_{kind}_key.pub").stdout.split()[1]
+        assert wait_for(lambda: key in server.ssh("ssh-keyscan -t ed25519,rsa 127.0.0.1").stdout, timeout=60), (kind, offered)
+    log = server.ssh("sudo -n cat /var/log/cloud-init.log").stdout
+    assert re.search(r"ssh-keygen.*ed25519", log) and not re.search(r"ssh-keygen.*-t.*rsa", log), "cloud-init made RSA"
+
+
 # What ssh-audit may still say, with the reason (tests/e2e/README.md lists them).
 SSH_AUDIT_ACCEPTED = {
     # Kept for clients older than OpenSSH 8.5 (2021) and libraries without

@@ -14,9 +14,11 @@ def sshd_dropin(plan) -> str:
 
 
 def build(plan) -> dict:
-    if not plan.shared:
-        return {}
-    return {
-        "ssh_pwauth": plan.password_authentication,
-        "write_files": [{"path": SSHD_DROPIN, "owner": "root:root", "permissions": "0644", "content": sshd_dropin(plan)}],
-    }
+    # cloud-init makes the Ed25519 host key only: the RSA one, slow to make,
+    # is made beside the first-boot steps (first-boot.sh.j2, host_keys).
+    config = {"ssh_genkeytypes": ["ed25519"]}
+    if plan.shared:
+        config["ssh_pwauth"] = plan.password_authentication
+        config["write_files"] = [{"path": SSHD_DROPIN, "owner": "root:root", "permissions": "0644",
+                                  "content": sshd_dropin(plan)}]
+    return config
