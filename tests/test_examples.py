@@ -51,14 +51,14 @@ def test_files_that_fit_no_other_way_are_unpacked_by_the_first_bootcmd(tmp_path,
     assert unpack[:2] == ["sh", "-c"] and "BAKERY_FILES" in unpack[2]
     checked = subprocess.run([require_tool("shellcheck"), "-s", "sh", "-"], input=unpack[2], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout
-    # The other bootcmd scripts are the roomier target's without their comment lines.
+    # The other bootcmd scripts travel in the archive, as files their bootcmd
+    # runs: the roomier target's scripts without their comment lines.
     assert len(small["bootcmd"]) == len(full["bootcmd"]) + 1
+    scripts = {}
     for command, roomier in zip(small["bootcmd"][1:], full["bootcmd"]):
-        lines = [line for line in roomier[-1].splitlines() if line.strip() and not line.lstrip().startswith("#")]
-        assert command[:-1] == roomier[:-1] and command[-1].splitlines() == lines, command
-        checked = subprocess.run([require_tool("shellcheck"), "-s", "sh", "-"], input=command[-1],
-                                 capture_output=True, text=True)
-        assert checked.returncode == 0, checked.stdout
+        assert roomier[:2] == ["sh", "-c"] and command[0] == "sh" and len(command) == 2, command
+        scripts[command[1]] = [line for line in roomier[-1].splitlines()
+                               if line.strip() and not line.lstrip().startswith("#")]
     # The same command, with the root and the instance's state moved into tmp_path.
     command = unpack[2].replace("' / <<'BAKERY_FILES'", f"' {tmp_path}/root <<'BAKERY_FILES'")
     command = command.replace(UNPACKED_MARK, f"{tmp_path}/unpacked")
@@ -67,6 +67,11 @@ def test_files_that_fit_no_other_way_are_unpacked_by_the_first_bootcmd(tmp_path,
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "unpacked").exists()
+    for path, lines in scripts.items():
+        unpacked = tmp_path / "root" / path.lstrip("/")
+        assert unpacked.read_text().splitlines() == lines and oct(unpacked.stat().st_mode & 0o7777) == "0o600", path
+        checked = subprocess.run([require_tool("shellcheck"), "-s", "sh", unpacked], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout
     for entry in full["write_files"]:
         path = tmp_path / "root" / entry["path"].lstrip("/")
         assert path.read_text() == without_comments(entry["path"], entry["content"]), entry["path"]

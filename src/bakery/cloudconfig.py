@@ -15,6 +15,7 @@ import lzma
 import yaml
 
 from .errors import BakeryError, UsageError
+from .layout import LIB_DIR, UNPACKED_MARK
 
 FORMATS = ("yaml", "mime", "gzip-base64")
 
@@ -126,10 +127,6 @@ def fit(cloud_config: dict, limit: int) -> tuple[dict, str]:
     return archived, to_yaml(archived)
 
 
-# Where the first bootcmd records that it unpacked this instance's files.
-UNPACKED_MARK = "/var/lib/cloud/instance/bakery/unpacked"
-
-
 # The files' unpacker, run by cloud-init's own python3 (so on every image
 # cloud-init runs on). LZMA (Python's lzma module) compresses a tenth better
 # than gzip, and base 94 (below) adds two ninths to the payload where base64
@@ -181,7 +178,9 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
     """``cloud_config`` with its root-owned write_files moved into one
     compressed payload in a bootcmd that unpacks it before anything uses
     them (bootcmd runs before write_files, on every boot: once per instance,
-    then never again, so first boot's changes to the files stay)."""
+    then never again, so first boot's changes to the files stay). The other
+    bootcmd scripts travel in it too, as files their bootcmd runs: unpacked
+    just before on first boot, still there on every later one."""
     keep, archived = [], []
     for entry in cloud_config.get("write_files", []):
         owned_by_root = entry.get("owner", "root:root") in ("root:root", "root")
@@ -189,17 +188,20 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
         (archived if owned_by_root and plain else keep).append(entry)
     if not archived:
         return cloud_config
+    commands = []
+    for number, command in enumerate(cloud_config.get("bootcmd", []), start=1):
+        if isinstance(command, list) and command[:2] == ["sh", "-c"] and len(command) == 3:
+            path = f"{LIB_DIR}/bootcmd-{number}.sh"
+            script = strip_shell_comments(command[2], shebang=False) if strip_comments else command[2]
+            archived.append({"path": path, "permissions": "0600", "content": script})
+            command = ["sh", path]
+        commands.append(command)
     payload = b94encode(lzma.compress(_records(archived, strip_comments), format=lzma.FORMAT_ALONE,
                                       filters=[TEXT_LZMA]))
-    unpack = (f"m={UNPACKED_MARK}; [ ! -e \"$m\" ] || exit 0; mkdir -p \"${{m%/*}}\"\n"
+    unpack = (f"m={UNPACKED_MARK}; [ ! -e \"$m\" ] || exit 0\n"
               f"python3 -c '{UNPACK}' / <<'BAKERY_FILES' && sync && touch \"$m\"\n"
               f"{payload}\nBAKERY_FILES\n")
     out = dict(cloud_config)
-    commands = cloud_config.get("bootcmd", [])
-    if strip_comments:
-        # The other bootcmd scripts go without their comment lines too.
-        commands = [[*command[:-1], strip_shell_comments(command[-1], shebang=False)]
-                    if isinstance(command, list) and command[:2] == ["sh", "-c"] else command for command in commands]
     out["bootcmd"] = [["sh", "-c", unpack], *commands]
     if keep:
         out["write_files"] = keep

@@ -11,6 +11,10 @@ LOG_DIR = "/var/log/bakery"
 WEBROOT = "/var/www/letsencrypt"  # ACME http-01 challenges
 LIB_DIR = "/usr/local/lib/bakery"
 STATE_DIR = "/var/lib/cloud/instance/bakery"  # first boot's progress: status, done, failed
+# Where the first bootcmd records that it unpacked this instance's files
+# (16 KiB targets, cloudconfig.archive_files): in cloud-init's folder of the
+# instance, beside the state folder, whose absence tells an instance's first boot.
+UNPACKED_MARK = "/var/lib/cloud/instance/bakery-unpacked"
 FIRST_BOOT_STATUS = f"{STATE_DIR}/status"  # "running N/T STEP", "ready" or "failed STEP"
 FIRST_BOOT_LOG = f"{LOG_DIR}/first-boot.log"  # what first-boot.sh.j2 writes
 UPDATE_LOG = f"{LOG_DIR}/update.log"  # what update.sh.j2 writes

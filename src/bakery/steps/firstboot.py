@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ..templating import render
 from . import mail, packages
-from ..layout import LIB_DIR, STATE_DIR, paths
+from ..layout import LIB_DIR, STATE_DIR, UNPACKED_MARK, paths
 from .hardening import PASSWORD_HASH_ROUNDS, SYSCTL_FILE
 from .web import certificate_name
 
@@ -112,7 +112,7 @@ def step_names(plan) -> list:
 
 def _context(plan, where=None) -> dict:
     return dict(plan=plan, paths=where or paths(plan), steps=step_names(plan), lockdown=LOCKDOWN, script=SCRIPT,
-                state_dir=STATE_DIR, runparts_dir=RUNPARTS_DIR, sysctl_file=SYSCTL_FILE, hash_rounds=PASSWORD_HASH_ROUNDS,
+                state_dir=STATE_DIR, unpacked_mark=UNPACKED_MARK, runparts_dir=RUNPARTS_DIR, sysctl_file=SYSCTL_FILE, hash_rounds=PASSWORD_HASH_ROUNDS,
                 cert_name=certificate_name(plan) if plan.web else None, dkim=mail.server_paths(),
                 opendkim_conf=mail.opendkim_conf(plan) if plan.mail.dkim and plan.per_server else None,
                 packages=packages.package_list(plan) if plan.shared else [],

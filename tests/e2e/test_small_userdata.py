@@ -1,0 +1,64 @@
+"""A provider whose user-data limit is 16 KiB (Linode, EC2, Lightsail), booted:
+the main scenario rendered for Linode carries bakery's files, and its every-boot
+script, in one compressed archive in the first bootcmd. A real boot unpacks them
+with the image's own python3, takes the path of an instance's first boot, and
+comes up complete; a reboot unpacks nothing again and runs nothing of first boot.
+
+Container tier, on the image of record: what it proves is files, modes and the
+order of cloud-init's modules, which the container shows as the VM would.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from . import scenario
+from .conftest import platforms
+from .gitserve import GitRepoServer
+from .image import RECORD
+from .test_first_boot import HOST, assert_main_checks
+
+pytestmark = [pytest.mark.e2e]
+PLATFORMS = platforms(container=(RECORD,))
+MARK = "/var/lib/cloud/instance/bakery-unpacked"
+
+
+@pytest.mark.parametrize("tier", PLATFORMS, ids=str)
+def test_a_16_kib_user_data_boots_to_a_complete_server(tier, boot_guest, ssh_key, tmp_path):
+    repo = GitRepoServer(tmp_path / "git")
+    try:
+        config = scenario.write_config(tmp_path, ssh_key.with_suffix(".pub").read_text().strip(), repo.guest_url,
+                                       tier=tier.tier)
+        user_data = scenario.bakery("render", "-c", str(config), "--target", "linode").stdout
+        assert len(user_data.encode()) <= 16_384
+        bootcmd = yaml.safe_load(user_data)["bootcmd"]
+        assert "<<'BAKERY_FILES'" in bootcmd[0][2] and bootcmd[1][0] == "sh", bootcmd[1]
+        every_boot = bootcmd[1][1]
+        guest = boot_guest(scenario.make_seed(config, tmp_path / "seed.iso", target="linode"), scenario.ADMIN, tier=tier)
+        guest.wait_ssh(timeout=400)
+        assert guest.wait_first_boot(timeout=1500) == "ready", \
+            guest.ssh("sudo -n tail -n 60 /var/log/bakery/first-boot.log").stdout
+        guest.wait_https(host=HOST, timeout=120)
+        assert_main_checks(guest, repo)
+        # The every-boot script is a file of the archive, root's alone.
+        assert guest.ssh(f"sudo -n stat -c '%a %U' {every_boot} {MARK}").stdout.split("\n")[0] == "600 root"
+        # First boot was taken for what it was, the first of this instance
+        # (the unpacking's mark is not in bakery's state folder, whose absence
+        # tells it): a resumed one would have deleted the semaphores of the
+        # modules cloud-init ran before the bootcmd (seed_random), to run again.
+        assert guest.ssh("sudo -n ls /var/lib/cloud/instance/sem").stdout.split().count("config_seed_random") == 1
+        log = guest.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
+        assert log.count("== step 1/") == 1, log[-2000:]
+
+        # After a reboot: nothing unpacked again, nothing of first boot again.
+        unpacked = guest.ssh(f"sudo -n stat -c %Y {MARK}").stdout
+        steps = log.count("== step ")
+        guest.reboot()
+        guest.wait_ssh(timeout=400)
+        guest.wait_https(host=HOST, timeout=300)
+        assert guest.ssh(f"sudo -n stat -c %Y {MARK}").stdout == unpacked
+        assert guest.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout.count("== step ") == steps
+        assert guest.first_boot_status() == "ready"
+    finally:
+        repo.close()
