@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import lzma
 import re
 import threading
 import time
@@ -24,6 +25,9 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import yaml
+
+from bakery.cloudconfig import b94decode
 
 from . import checks, scenario
 from .conftest import platforms
@@ -257,6 +261,21 @@ def test_packages_come_from_the_fetch_made_while_cloud_init_ran(server):
     assert server.ssh("systemctl is-active bakery-apt-prefetch", check=False).stdout.strip() == "inactive"
 
 
+def test_the_firewall_step_ran_beside_the_packages_step_and_before_any_service_started(server):
+    """Once ufw is installed (with the first packages), the packages step runs
+    the firewall step in the background while the rest installs, and waits
+    for it before services may start; the run of the steps then reports it."""
+    log = server.ssh("sudo -n cat /var/log/bakery/first-boot.log").stdout
+    beside = log.index("== step 3/12 firewall (beside step packages)")
+    assert log.index("== step 2/12 packages") < beside < log.index(" -- step firewall done") < \
+        log.index(" -- step packages done"), log[-4000:]
+    assert log.count("== step 3/12 firewall") == 1, log[-4000:]
+    # cloud-final's link for the step says how it went, from the record.
+    output = server.ssh("sudo -n cat /var/log/cloud-init-output.log").stdout
+    assert "bakery: step firewall, earlier in this boot: done (exit 0)" in output, output[-3000:]
+    assert "Status: active" in server.ssh("sudo -n ufw status").stdout
+
+
 def test_the_steps_ran_early_and_cloud_init_reported_them(server):
     """The steps ran from bakery-first-boot once cloud-init's config stage was
     over, not in cloud-final (which waits for multi-user.target); cloud-final's
@@ -419,6 +438,11 @@ def test_secrets_are_born_on_the_server_and_not_in_its_user_data(server):
     assert made[:2] == ["700", "root"] and sorted(made[2:]) == sorted([key, password])
     raw = base64.b64decode(server.ssh("sudo -n base64 -w 0 /var/lib/cloud/instance/user-data.txt").stdout)
     user_data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    # On a 16 KiB provider the files travel in the first bootcmd's archive.
+    for command in yaml.safe_load(user_data).get("bootcmd", []):
+        archive = re.search(r"<<'BAKERY_FILES'.*?\n(\S+)\nBAKERY_FILES", command[-1], re.S)
+        if archive:
+            user_data += lzma.decompress(b94decode(archive.group(1)))
     assert f"BAKERY_SECRET__{APP}_secret_key__".encode() in user_data
     assert key.encode() not in user_data and password.encode() not in user_data
 

@@ -122,7 +122,7 @@ def _context(plan, where=None) -> dict:
                 sources_digest=packages.SOURCES_DIGEST, ran_dir=RAN_DIR,
                 early_unit=EARLY_UNIT, early_after=None if plan.stage == "instance" else EARLY_AFTER,
                 serving_units=serving_units(plan), serving_weight=SERVING_CPU_WEIGHT,
-                app_first=packages.APP_FIRST)
+                first_packages=packages.first_packages(plan) if plan.shared else [])
 
 
 def first_boot_script(plan, paths=None) -> str:

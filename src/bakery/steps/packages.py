@@ -35,6 +35,16 @@ SOURCES_DIGEST = "apt-get indextargets --no-release-info --format '$(URI)' | sor
 APP_FIRST = ["python3", "python3-venv", "git"]
 
 
+def first_packages(plan) -> list:
+    """What the packages step installs before the rest, for the work it
+    starts in the background while the rest installs: the app's checkout
+    and venv, and the firewall step (ufw)."""
+    first = list(APP_FIRST) if plan.app is not None else []
+    if plan.firewall:
+        first.append("ufw")
+    return first
+
+
 def package_list(plan) -> list:
     # Security updates install themselves (see AUTO_UPGRADES).
     pkgs = ["ca-certificates", "openssl", "unattended-upgrades"]
