@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
+from cryptography import x509
+
 from . import checks, layout
 from . import keys as sshkeys
 from .defaults import fill
@@ -311,6 +313,9 @@ def _swap_size(swap, memory: int) -> Optional[str]:
     return None if swap is False else swap
 
 
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.S)
+
+
 def _ca_certs(doc: Document, cfg: dict, problems: list) -> list:
     """The PEM texts of network.ca_certs, read from their files."""
     pems = []
@@ -323,10 +328,21 @@ def _ca_certs(doc: Document, cfg: dict, problems: list) -> list:
             reason = getattr(exc, "strerror", None) or ("not ASCII text" if isinstance(exc, UnicodeDecodeError) else exc)
             problems.append(doc.problem(where, f"cannot read CA certificate {sshkeys.shown(path)}: {reason}"))
             continue
-        if "-----BEGIN CERTIFICATE-----" not in pem or "PRIVATE KEY" in pem:
+        blocks = PEM_CERTIFICATE.findall(pem)
+        if not blocks or "PRIVATE KEY" in pem:
             problems.append(doc.problem(where, f"{path} is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)"))
             continue
-        pems.append(pem.strip() + "\n")
+        for n, block in enumerate(blocks, 1):
+            try:
+                x509.load_pem_x509_certificate(block.encode("ascii"))
+            except ValueError as exc:
+                which = f"certificate {n} of {len(blocks)} in {path}" if len(blocks) > 1 else str(path)
+                problems.append(doc.problem(where, f"{which} does not parse as an X.509 certificate ({exc}); "
+                                                   "export it again from its source as PEM"))
+                continue
+            # One certificate per file on the server: a chain file (root and
+            # intermediate) gets a hash link for each of its certificates.
+            pems.append(block + "\n")
     return pems
 
 

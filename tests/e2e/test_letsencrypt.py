@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,53 @@ def test_renewal_reloads_nginx_by_itself(server, pebble_root):
         result.stdout + result.stderr
     assert verifies_against(server, pebble_root)
     assert server.http("/", host=HOST).headers.get("strict-transport-security") == HSTS
+
+
+# --- 4: the trusted CAs, as update-ca-certificates keeps them ---------------------------
+
+def trust_store(server) -> tuple[list, list]:
+    """The certificates of the system bundle (SHA-256 fingerprints, sorted, a
+    duplicate counted) and the links of /etc/ssl/certs (a hash link as its
+    hash and target, without the .N a collision numbers)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    bundle = server.ssh("cat /etc/ssl/certs/ca-certificates.crt").stdout.encode()
+    certificates = sorted(c.fingerprint(hashes.SHA256()).hex() for c in x509.load_pem_x509_certificates(bundle))
+    links = []
+    for line in server.ssh("find /etc/ssl/certs -maxdepth 1 -type l -printf '%f %l\\n'").stdout.splitlines():
+        name, target = line.split(" ", 1)
+        stem, _, number = name.rpartition(".")
+        links.append(f"{stem} -> {target}" if number.isdigit() else line)
+    return certificates, sorted(links)
+
+
+# A distribution CA or two has a serial number of 0, which cryptography warns of.
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")
+def test_the_trusted_cas_are_as_update_ca_certificates_would_keep_them(server, acme):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    # Not cloud-init's ca_certs module: it runs the tool, which rebuilds the whole store.
+    assert "update-ca-certificates" not in server.ssh("sudo -n cat /var/log/cloud-init.log").stdout
+    given = [acme.ca_file, acme.root_file, *map(Path, scenario.host_ca_certs())]
+    expected = [c.fingerprint(hashes.SHA256()).hex() for path in given
+                for c in x509.load_pem_x509_certificates(path.read_bytes())]
+    certificates, links = trust_store(server)
+    assert set(expected) <= set(certificates)
+    files = [name for name in server.ssh("ls /usr/local/share/ca-certificates/").stdout.split()
+             if name.startswith("bakery-ca-")]
+    assert sorted(files) == sorted(f"bakery-ca-{n}.crt" for n in range(1, len(expected) + 1)), files
+    # Found by subject hash, as OpenSSL looks a CA up (no bundle given).
+    for name in files:
+        verify = server.ssh(f"openssl verify -no-CAfile -CApath /etc/ssl/certs /usr/local/share/ca-certificates/{name}",
+                            check=False)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    # The tool (what an upgrade of ca-certificates runs) finds nothing to add
+    # and builds the same bundle; from scratch it makes the same links.
+    update = server.ssh("sudo -n update-ca-certificates", check=False)
+    assert update.returncode == 0 and "0 added, 0 removed" in update.stdout, update.stdout + update.stderr
+    assert trust_store(server) == (certificates, links)
+    fresh = server.ssh("sudo -n update-ca-certificates --fresh", check=False)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert trust_store(server) == (certificates, links)

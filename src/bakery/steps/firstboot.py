@@ -23,7 +23,7 @@ owns completion instead:
 from __future__ import annotations
 
 from ..templating import render
-from . import mail, packages
+from . import mail, packages, system
 from ..layout import LIB_DIR, STATE_DIR, UNPACKED_MARK, paths
 from .hardening import PASSWORD_HASH_ROUNDS, SYSCTL_FILE
 from .web import certificate_name
@@ -122,7 +122,8 @@ def _context(plan, where=None) -> dict:
                 sources_digest=packages.SOURCES_DIGEST, ran_dir=RAN_DIR,
                 early_unit=EARLY_UNIT, early_after=None if plan.stage == "instance" else EARLY_AFTER,
                 serving_units=serving_units(plan), serving_weight=SERVING_CPU_WEIGHT,
-                first_packages=packages.first_packages(plan) if plan.shared else [])
+                first_packages=packages.first_packages(plan) if plan.shared else [],
+                local_cas=f"{system.LOCAL_CA_DIR}/{system.LOCAL_CA_PREFIX}*.crt")
 
 
 def first_boot_script(plan, paths=None) -> str:

@@ -1,5 +1,6 @@
-"""Machine-wide settings cloud-init has modules for: host name, time zone,
-swap, trusted CAs, apt and pip mirrors/proxies, and the final message.
+"""Machine-wide settings: host name, time zone, swap, trusted CAs (one
+file per certificate, trusted by the first-boot script), apt and pip
+mirrors/proxies, and the final message.
 The host name is per server; the rest is the same on every server and is
 baked into images (the apt proxy is named in both stages)."""
 
@@ -7,6 +8,10 @@ from __future__ import annotations
 
 PIP_CONF = "/etc/pip.conf"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# Where update-ca-certificates looks for local CAs; the first-boot script
+# trusts them (trust_cas in first-boot.sh.j2), and the tool's next run keeps them.
+LOCAL_CA_DIR = "/usr/local/share/ca-certificates"
+LOCAL_CA_PREFIX = "bakery-ca-"
 
 
 def build(plan) -> dict:
@@ -50,8 +55,8 @@ def machine(plan) -> dict:
     out: dict = {}
     if plan.timezone:
         out["timezone"] = plan.timezone
-    if plan.ca_certs:
-        out["ca_certs"] = {"trusted": list(plan.ca_certs)}
+    files = [{"path": f"{LOCAL_CA_DIR}/{LOCAL_CA_PREFIX}{n}.crt", "owner": "root:root", "permissions": "0644",
+              "content": pem} for n, pem in enumerate(plan.ca_certs, 1)]
     pip_lines = []
     if plan.pip_index_url:
         pip_lines.append(f"index-url = {plan.pip_index_url}")
@@ -60,6 +65,8 @@ def machine(plan) -> dict:
         # store, which now includes the extra CAs.
         pip_lines.append(f"cert = {SYSTEM_CA_BUNDLE}")
     if pip_lines:
-        out["write_files"] = [{"path": PIP_CONF, "owner": "root:root", "permissions": "0644",
-                               "content": "[global]\n" + "\n".join(pip_lines) + "\n"}]
+        files.append({"path": PIP_CONF, "owner": "root:root", "permissions": "0644",
+                      "content": "[global]\n" + "\n".join(pip_lines) + "\n"})
+    if files:
+        out["write_files"] = files
     return out
