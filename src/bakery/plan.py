@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
-from cryptography import x509
-
 from . import checks, layout
 from . import keys as sshkeys
 from .defaults import fill
@@ -317,7 +315,10 @@ PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTI
 
 
 def _ca_certs(doc: Document, cfg: dict, problems: list) -> list:
-    """The PEM texts of network.ca_certs, read from their files."""
+    """The PEM texts of network.ca_certs, read from their files: one per
+    certificate, each parsed."""
+    from cryptography import x509  # only for configs that name CAs: a heavy import
+
     pems = []
     for i, item in enumerate(cfg["network"]["ca_certs"]):
         where = ("network", "ca_certs", i)

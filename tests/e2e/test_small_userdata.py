@@ -17,6 +17,7 @@ import yaml
 
 from . import scenario
 from .conftest import platforms
+from .container import seed_files
 from .gitserve import GitRepoServer
 from .guest import make_seed_iso
 from .image import RECORD
@@ -25,25 +26,6 @@ from .test_first_boot import HOST, assert_main_checks
 pytestmark = [pytest.mark.e2e]
 PLATFORMS = platforms(container=(RECORD,))
 MARK = "/var/lib/cloud/instance/bakery-unpacked"
-
-
-def seed_files(iso: Path) -> dict:
-    """{name: bytes} of a NoCloud seed ISO that ``bakery seed`` made."""
-    import io
-
-    import pycdlib
-
-    image = pycdlib.PyCdlib()
-    image.open(str(iso))
-    try:
-        files = {}
-        for name in ("user-data", "meta-data"):
-            out = io.BytesIO()
-            image.get_file_from_iso_fp(out, joliet_path=f"/{name}")
-            files[name] = out.getvalue()
-        return files
-    finally:
-        image.close()
 
 
 @pytest.mark.parametrize("tier", PLATFORMS, ids=str)
