@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bakery.layout import MYSQL_BOOT_ORDER, MYSQL_CONF
+from bakery.layout import MYSQL_BOOT_ORDER, MYSQL_CONF, MYSQL_TLS_KEY_SCRIPT, MYSQL_TLS_KEY_UNIT
 from bakery.steps import database
-from bakery.templating import mysql_string
+from bakery.templating import mysql_string, render
 
 from stack_helpers import make_plan, require_tool
 
@@ -297,6 +297,7 @@ def test_mysql_settings_and_boot_order_are_written_before_the_package_installs(t
     files = {f["path"]: f for f in database.build(stage_plan(tmp_path, stage, engine)).get("write_files", [])}
     assert (MYSQL_CONF in files) is expected
     assert (MYSQL_BOOT_ORDER in files) is expected
+    assert (MYSQL_TLS_KEY_SCRIPT in files) is expected and (MYSQL_TLS_KEY_UNIT in files) is expected
     if expected:
         assert files[MYSQL_CONF]["permissions"] == "0644" and "performance_schema = OFF" in files[MYSQL_CONF]["content"]
         # The service waits for what it needs, not for cloud-init's network
@@ -306,6 +307,59 @@ def test_mysql_settings_and_boot_order_are_written_before_the_package_installs(t
         after = next(line for line in unit if line.startswith("After=")).split("=", 1)[1].split()
         assert {"local-fs.target", "apparmor.service", "network.target"} <= set(after)
         assert not {"sysinit.target", "basic.target", "cloud-init.service"} & set(after)
+        # MySQL's TLS key is made before its server starts; a failure to make
+        # it does not stop the server ("-").
+        assert f"ExecStartPre=-/bin/sh {MYSQL_TLS_KEY_SCRIPT}" in files[MYSQL_TLS_KEY_UNIT]["content"].splitlines()
+        assert files[MYSQL_TLS_KEY_SCRIPT]["content"] == render("mysql-tls-key.sh.j2")
+
+
+def _tls_files(folder: Path) -> dict:
+    return {name: (folder / name).read_bytes() for name in ("ca.pem", "server-cert.pem", "server-key.pem")
+            if (folder / name).exists()}
+
+
+def test_mysql_s_tls_key_is_made_before_its_server_starts_when_it_is_missing(tmp_path):
+    """The script the drop-in runs, with the real sh and openssl, in a data
+    folder of its own: a P-256 key and the self-signed certificate a client
+    verifies the server by (127.0.0.1, localhost), made once, made again
+    whole when one file is missing, never in a folder that is not MySQL 8's
+    initialized one."""
+    openssl = require_tool("openssl")
+    script = tmp_path / "mysql-tls-key.sh"
+    script.write_text(render("mysql-tls-key.sh.j2"))
+    checked = subprocess.run([require_tool("shellcheck"), "--severity=style", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+    datadir = tmp_path / "mysql"
+    datadir.mkdir()
+    run = lambda: subprocess.run(["sh", str(script), str(datadir)], capture_output=True, text=True, check=True)  # noqa: E731
+    run()
+    assert _tls_files(datadir) == {}, "made in a folder mysqld --initialize has not filled"
+    (datadir / "mysql.ibd").write_bytes(b"")
+    run()
+    made = _tls_files(datadir)
+    assert set(made) == {"ca.pem", "server-cert.pem", "server-key.pem"} and made["ca.pem"] == made["server-cert.pem"]
+    assert sorted(p.name for p in datadir.iterdir()) == ["ca.pem", "mysql.ibd", "server-cert.pem", "server-key.pem"]
+    modes = {name: oct((datadir / name).stat().st_mode & 0o777) for name in made}
+    assert modes == {"ca.pem": "0o644", "server-cert.pem": "0o644", "server-key.pem": "0o600"}
+    key = subprocess.run([openssl, "pkey", "-in", datadir / "server-key.pem", "-noout", "-text"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "ASN1 OID: prime256v1" in key
+    # A client that checks the server by ca.pem, at the address it connects to.
+    for name, check in (("127.0.0.1", "-verify_ip"), ("localhost", "-verify_hostname")):
+        verified = subprocess.run([openssl, "verify", "-CAfile", datadir / "ca.pem", check, name,
+                                   datadir / "server-cert.pem"], capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    pair = [subprocess.run([openssl, *args], capture_output=True, text=True, check=True).stdout for args in (
+        ["x509", "-noout", "-pubkey", "-in", datadir / "server-cert.pem"],
+        ["pkey", "-pubout", "-in", datadir / "server-key.pem"])]
+    assert pair[0] == pair[1]
+    run()
+    assert _tls_files(datadir) == made, "made again while all three were there"
+    (datadir / "ca.pem").unlink()
+    run()
+    again = _tls_files(datadir)
+    assert set(again) == set(made) and again["server-key.pem"] != made["server-key.pem"]
+    assert again["ca.pem"] == again["server-cert.pem"] != made["server-cert.pem"]
 
 
 def test_mariadb_s_server_takes_the_mysql_settings(tmp_path):

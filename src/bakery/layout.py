@@ -24,6 +24,10 @@ MYSQL_CONF = "/etc/mysql/conf.d/bakery.cnf"
 # When the database server starts at boot: a drop-in of Ubuntu's mysql.service,
 # which is also the name Debian's mariadb.service answers to.
 MYSQL_BOOT_ORDER = "/etc/systemd/system/mysql.service.d/10-bakery-boot-order.conf"
+# MySQL's TLS key made before its server starts (mysql-tls-key.sh.j2), and the
+# drop-in that runs it.
+MYSQL_TLS_KEY_SCRIPT = f"{LIB_DIR}/mysql-tls-key.sh"
+MYSQL_TLS_KEY_UNIT = "/etc/systemd/system/mysql.service.d/20-bakery-tls-key.conf"
 
 # DKIM: the signing key is made on the server at first boot, in Debian's
 # folder for opendkim's keys (opendkim's own, mode 0700). Fixed names, so

@@ -3,13 +3,14 @@ database and its local-only user, delivered root-only (it holds the
 password) and run by the first-boot script as the database superuser over
 the unix socket. SQLite needs only its folder (made by the update command).
 Per server: the password is never baked into an image. Also MySQL's server
-settings for a small machine and the boot order of its service, written
-before the package installs."""
+settings for a small machine, the boot order of its service and the making
+of its TLS key on a server from an image, written before the package
+installs."""
 
 from __future__ import annotations
 
 from ..templating import render
-from ..layout import MYSQL_BOOT_ORDER, MYSQL_CONF, paths
+from ..layout import MYSQL_BOOT_ORDER, MYSQL_CONF, MYSQL_TLS_KEY_SCRIPT, MYSQL_TLS_KEY_UNIT, paths
 
 TEMPLATES = {"mysql": "db-bootstrap-mysql.sql.j2", "postgresql": "db-bootstrap-postgresql.sql.j2"}
 
@@ -40,6 +41,16 @@ Conflicts=shutdown.target
 Before=shutdown.target
 """
 
+# A server from an image starts MySQL without the TLS key the bake's clean-up
+# removed: made first, as a P-256 key, before mysqld would make RSA ones (on
+# the database's start, which the first-boot steps wait for). A failure is
+# not the server's: mysqld then makes its own.
+MYSQL_TLS_KEY_DROPIN = f"""\
+# bakery: MySQL's TLS key, made before the server starts when it is missing.
+[Service]
+ExecStartPre=-/bin/sh {MYSQL_TLS_KEY_SCRIPT}
+"""
+
 
 def bootstrap_sql(plan) -> str:
     return render(TEMPLATES[plan.database.engine], plan=plan)
@@ -53,6 +64,10 @@ def build(plan) -> dict:
         files.append({"path": MYSQL_CONF, "owner": "root:root", "permissions": "0644", "content": MYSQL_SETTINGS})
         files.append({"path": MYSQL_BOOT_ORDER, "owner": "root:root", "permissions": "0644",
                       "content": MYSQL_BOOT_ORDER_UNIT})
+        files.append({"path": MYSQL_TLS_KEY_SCRIPT, "owner": "root:root", "permissions": "0644",
+                      "content": render("mysql-tls-key.sh.j2")})
+        files.append({"path": MYSQL_TLS_KEY_UNIT, "owner": "root:root", "permissions": "0644",
+                      "content": MYSQL_TLS_KEY_DROPIN})
     if plan.per_server:
         files.append({"path": paths(plan).db_sql, "owner": "root:root", "permissions": "0600",
                       "content": bootstrap_sql(plan)})
