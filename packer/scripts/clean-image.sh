@@ -25,8 +25,9 @@ rm -rf /etc/dkimkeys/bakery.private /etc/dkimkeys/bakery.txt /etc/dkimkeys/new.*
 # started from the image would otherwise share; each server makes its own:
 # - ssl-cert's "snakeoil" key and certificate (the TLS of postfix and
 #   PostgreSQL): made again by bakery's first boot before any service starts;
-# - MySQL's server id and its TLS and RSA keys: made again by MySQL itself when
-#   it starts without them (MariaDB has none of these);
+# - MySQL's server id and its TLS and RSA keys: made again when it starts
+#   without them, its TLS key by bakery's drop-in just before (mysql-tls-key.sh),
+#   the rest by MySQL itself (MariaDB has none of these);
 # - systemd's random seed and its secret for encrypted credentials.
 find /etc/ssl/certs -maxdepth 1 -type l -lname ssl-cert-snakeoil.pem -delete 2>/dev/null || true
 rm -f /etc/ssl/private/ssl-cert-snakeoil.key /etc/ssl/certs/ssl-cert-snakeoil.pem
