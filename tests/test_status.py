@@ -501,7 +501,16 @@ def test_an_attempt_that_hangs_is_followed_by_a_long_pause_so_the_firewall_windo
     # that does not come, and the server's firewall may count several attempts.
     listener = socket.create_server(("127.0.0.1", 0))
     held = []
-    threading.Thread(target=lambda: held.extend(listener.accept() for _ in range(3)), daemon=True).start()
+
+    def hold():
+        try:
+            while True:
+                held.append(listener.accept()[0])
+        except OSError:  # the listener is shut down: the test is over
+            pass
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
     skipped = [0.0]  # the pauses pass on a clock of their own; the attempts take real time
 
     def clock():
@@ -521,7 +530,12 @@ def test_an_attempt_that_hangs_is_followed_by_a_long_pause_so_the_firewall_windo
     with Timed(where, remote.known_hosts_file()) as connection:
         verdict = status.watch(connection, Tree(tmp_path).watched, timeout=45, interval=0.3, verbose=False,
                                show=lambda item: None, clock=clock, sleep=sleep)
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() the holder waits in (Linux)
+    holder.join(timeout=5)
+    assert not holder.is_alive()
     listener.close()
+    for held_connection in held:
+        held_connection.close()
     assert verdict.word == "waiting" and "banner exchange" in verdict.reason, verdict
     # The first attempt hung until ssh's ConnectTimeout; the next came 30 s after it ended.
     first, second = connection.times
