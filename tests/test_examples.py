@@ -86,3 +86,41 @@ def test_files_that_fit_no_other_way_are_unpacked_by_the_first_bootcmd(tmp_path,
     script.write_text("changed")
     subprocess.run(["sh", "-c", command], check=True)
     assert script.read_text() == "changed"
+
+
+SUPERVISOR_SECTIONS = r"""
+import json, sys
+from supervisor.options import UnhosedConfigParser
+parser = UnhosedConfigParser()
+parser.read_string(sys.stdin.read())
+print(json.dumps({section: dict(parser.items(section, raw=True)) for section in parser.sections()}))
+"""
+
+
+def test_packed_files_without_their_comments_say_the_same_to_the_tools_that_read_them(tmp_path):
+    """A 16 KiB target's archive drops comment lines by folder
+    (cloudconfig.COMMENT_MARKERS); MySQL's option reader, apt and supervisor's
+    own parser read the same settings from the packed file as from the whole one."""
+    files = {}
+    for entry in yaml.safe_load((RENDERED / "microblog.digitalocean.user-data").read_text())["write_files"]:
+        content = entry["content"]
+        if entry.get("encoding") == "gz+b64":
+            content = gzip.decompress(base64.b64decode(content)).decode()
+        files[entry["path"]] = content
+    readers = {
+        "/etc/mysql/conf.d/bakery.cnf": lambda path: [require_tool("my_print_defaults"), f"--defaults-file={path}",
+                                                      "mysqld"],
+        "/etc/apt/apt.conf.d/20auto-upgrades": lambda path: [require_tool("apt-config"), "-c", str(path), "dump"],
+        "/etc/supervisor/conf.d/microblog.conf": lambda path: ["/usr/bin/python3", "-c", SUPERVISOR_SECTIONS],
+    }
+    for number, (name, command) in enumerate(readers.items()):
+        whole, packed = files[name], without_comments(name, files[name])
+        assert len(packed) < len(whole), f"{name}: no comment line dropped"
+        read = []
+        for version, text in (("whole", whole), ("packed", packed)):
+            path = tmp_path / f"{number}-{version}"
+            path.write_text(text)
+            result = subprocess.run(command(path), input=text, capture_output=True, text=True)
+            assert result.returncode == 0, f"{name}: {result.stderr}"
+            read.append(result.stdout.replace(str(path), "FILE"))  # apt's dump names the file it read
+        assert read[0] == read[1] and read[0].strip(), name

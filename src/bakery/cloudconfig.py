@@ -210,10 +210,15 @@ def archive_files(cloud_config: dict, strip_comments: bool = False) -> dict:
     return out
 
 
-# Configuration whose comment lines start with "#" (sshd, sysctl, modprobe,
-# nginx, supervisor, systemd): packed without them too. Not /etc/issue, where "#" is
-# text, nor SQL.
-HASH_COMMENT_DIRS = ("/etc/ssh/", "/etc/sysctl.d/", "/etc/modprobe.d/", "/etc/nginx/", "/etc/supervisor/", "/etc/systemd/")
+# Configuration packed without its comment lines, by folder: what a comment
+# line starts with there. None of these files has a value that spans lines
+# (supervisor's values are refused with a line break, templating.py). Not
+# /etc/issue, where "#" is text, nor SQL, where a PostgreSQL string may span lines.
+COMMENT_MARKERS = {
+    "/etc/ssh/": ("#",), "/etc/sysctl.d/": ("#",), "/etc/modprobe.d/": ("#",), "/etc/nginx/": ("#",),
+    "/etc/systemd/": ("#",), "/etc/supervisor/": ("#", ";"), "/etc/mysql/": ("#", ";"),
+    "/etc/apt/apt.conf.d/": ("//",),
+}
 
 
 def _records(entries: list, strip_comments: bool) -> bytes:
@@ -240,8 +245,9 @@ def without_comments(path: str, content: str) -> str:
     script or a configuration file without its comment lines."""
     if content.startswith("#!/bin/"):
         return strip_shell_comments(content)
-    if path.startswith(HASH_COMMENT_DIRS):
-        return "".join(line for line in content.splitlines(keepends=True) if not line.lstrip().startswith("#"))
+    markers = next((marks for folder, marks in COMMENT_MARKERS.items() if path.startswith(folder)), None)
+    if markers:
+        return "".join(line for line in content.splitlines(keepends=True) if not line.lstrip().startswith(markers))
     return content
 
 

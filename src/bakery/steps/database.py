@@ -3,9 +3,9 @@ database and its local-only user, delivered root-only (it holds the
 password) and run by the first-boot script as the database superuser over
 the unix socket. SQLite needs only its folder (made by the update command).
 Per server: the password is never baked into an image. Also MySQL's server
-settings for a small machine, the boot order of its service and the making
-of its TLS key on a server from an image, written before the package
-installs."""
+settings for a small machine, the boot order of its service and (in an image) the
+making of its TLS key on each server started from it, written before the
+package installs."""
 
 from __future__ import annotations
 
@@ -64,6 +64,9 @@ def build(plan) -> dict:
         files.append({"path": MYSQL_CONF, "owner": "root:root", "permissions": "0644", "content": MYSQL_SETTINGS})
         files.append({"path": MYSQL_BOOT_ORDER, "owner": "root:root", "permissions": "0644",
                       "content": MYSQL_BOOT_ORDER_UNIT})
+    if plan.database.engine == "mysql" and plan.stage == "image":
+        # Only an image's servers start MySQL without the package's keys; a
+        # whole server's user-data stays the smaller (16 KiB targets).
         files.append({"path": MYSQL_TLS_KEY_SCRIPT, "owner": "root:root", "permissions": "0644",
                       "content": render("mysql-tls-key.sh.j2")})
         files.append({"path": MYSQL_TLS_KEY_UNIT, "owner": "root:root", "permissions": "0644",
