@@ -334,7 +334,10 @@ def test_mysql_s_tls_key_is_made_before_its_server_starts_when_it_is_missing(tmp
     assert checked.returncode == 0, checked.stdout
     datadir = tmp_path / "mysql"
     datadir.mkdir()
-    run = lambda: subprocess.run(["sh", str(script), str(datadir)], capture_output=True, text=True, check=True)  # noqa: E731
+
+    def run():
+        subprocess.run(["sh", str(script), str(datadir)], capture_output=True, text=True, check=True)
+
     run()
     assert _tls_files(datadir) == {}, "made in a folder mysqld --initialize has not filled"
     (datadir / "mysql.ibd").write_bytes(b"")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from conftest import REPO, first_boot_packages, make_public_key, require_tool, run_bakery, write_files
 
 EXAMPLE = REPO / "examples" / "microblog.yaml"
-from bakery.cloudconfig import COMMENT_MARKERS, UNPACK, b94decode, b94encode  # noqa: E402
+from bakery.cloudconfig import UNPACK, b94decode, b94encode, comment_markers  # noqa: E402
 from bakery.targets import TARGETS  # noqa: E402
 
 BASE = """\
@@ -269,7 +269,7 @@ def test_to_fit_16_kib_the_scripts_lose_only_their_comment_lines(tmp_path, works
     assert "/usr/local/lib/bakery/first-boot.sh" in stripped
     for path in stripped:
         # A script's comments start with "#"; a configuration file's with its folder's markers.
-        markers = next((marks for folder, marks in COMMENT_MARKERS.items() if path.startswith(folder)), ("#",))
+        markers = comment_markers(path) or ("#",)
         kept = iter(whole[path].splitlines())
         for line in fitted[path].splitlines():  # the fitted lines, in order, are the original's
             removed = []

@@ -221,6 +221,12 @@ COMMENT_MARKERS = {
 }
 
 
+def comment_markers(path: str) -> tuple:
+    """What a comment line of the configuration file ``path`` starts with;
+    empty where its comments are kept."""
+    return next((marks for folder, marks in COMMENT_MARKERS.items() if path.startswith(folder)), ())
+
+
 def _records(entries: list, strip_comments: bool) -> bytes:
     """What UNPACK reads: each file's path, mode and size, then its bytes."""
     out = io.BytesIO()
@@ -245,7 +251,7 @@ def without_comments(path: str, content: str) -> str:
     script or a configuration file without its comment lines."""
     if content.startswith("#!/bin/"):
         return strip_shell_comments(content)
-    markers = next((marks for folder, marks in COMMENT_MARKERS.items() if path.startswith(folder)), None)
+    markers = comment_markers(path)
     if markers:
         return "".join(line for line in content.splitlines(keepends=True) if not line.lstrip().startswith(markers))
     return content

@@ -64,13 +64,13 @@ def build(plan) -> dict:
         files.append({"path": MYSQL_CONF, "owner": "root:root", "permissions": "0644", "content": MYSQL_SETTINGS})
         files.append({"path": MYSQL_BOOT_ORDER, "owner": "root:root", "permissions": "0644",
                       "content": MYSQL_BOOT_ORDER_UNIT})
-    if plan.database.engine == "mysql" and plan.stage == "image":
-        # Only an image's servers start MySQL without the package's keys; a
-        # whole server's user-data stays the smaller (16 KiB targets).
-        files.append({"path": MYSQL_TLS_KEY_SCRIPT, "owner": "root:root", "permissions": "0644",
-                      "content": render("mysql-tls-key.sh.j2")})
-        files.append({"path": MYSQL_TLS_KEY_UNIT, "owner": "root:root", "permissions": "0644",
-                      "content": MYSQL_TLS_KEY_DROPIN})
+        if plan.stage == "image":
+            # Only an image's servers start MySQL without the package's keys; a
+            # whole server's user-data stays the smaller (16 KiB targets).
+            files.append({"path": MYSQL_TLS_KEY_SCRIPT, "owner": "root:root", "permissions": "0644",
+                          "content": render("mysql-tls-key.sh.j2")})
+            files.append({"path": MYSQL_TLS_KEY_UNIT, "owner": "root:root", "permissions": "0644",
+                          "content": MYSQL_TLS_KEY_DROPIN})
     if plan.per_server:
         files.append({"path": paths(plan).db_sql, "owner": "root:root", "permissions": "0600",
                       "content": bootstrap_sql(plan)})
